@@ -1,0 +1,7 @@
+"""emofuse: multimodal emotion recognition from speech audio, transcripts and visual features."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__"]

@@ -1,0 +1,293 @@
+"""Manifests: one record per utterance, stored as JSONL (optionally gzip-compressed).
+
+A manifest is the single hand-off between corpus preparation and everything downstream
+(protocols, feature extraction, training). Records are validated when they are read, and a
+:class:`ValidationReport` counts and names every problem (missing audio, empty transcripts,
+unknown labels, duplicate ids) instead of silently dropping anything.
+
+Example:
+    >>> from emofuse.data.manifest import Utterance
+    >>> u = Utterance(id="a", audio=None, text="hello", label="neutral", speaker="s1")
+    >>> u.duration is None
+    True
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from emofuse.utils.io import atomic_write
+
+__all__ = [
+    "FIELDS",
+    "ManifestError",
+    "Utterance",
+    "ValidationReport",
+    "read_manifest",
+    "validate_records",
+    "write_manifest",
+]
+
+FIELDS = ("id", "audio", "start", "end", "text", "label", "raw_label", "speaker", "session", "dialogue", "turn", "split", "extra")
+SPLITS = ("train", "dev", "val", "test")
+
+
+class ManifestError(ValueError):
+    """A manifest file (or a record in it) is malformed. The message names the file and line."""
+
+
+class Utterance(BaseModel):
+    """One utterance of a corpus.
+
+    Attributes:
+        id: Unique id within the manifest (e.g. ``Ses01F_impro01_F000``).
+        audio: Path to the audio file (absolute, or relative to the manifest's folder), or ``None``
+            for text-only records.
+        start: Segment start in seconds within ``audio`` (``None``: from the beginning).
+        end: Segment end in seconds (``None``: to the end of the file).
+        text: Transcript (may be empty; reported by validation).
+        label: Label after the label scheme's mapping (``None`` for unlabelled data).
+        raw_label: Label as the corpus writes it.
+        speaker: Speaker id, unique across the corpus (IEMOCAP: ``Ses01F``).
+        session: Recording session, if the corpus has them.
+        dialogue: Dialogue / conversation id, for context models.
+        turn: Position of the utterance in its dialogue (0-based).
+        split: Official split (``train``/``dev``/``test``), if the corpus defines one.
+        extra: Corpus-specific fields (gender, improvised/scripted, valence, ...).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(min_length=1)
+    audio: str | None = None
+    start: float | None = None
+    end: float | None = None
+    text: str = ""
+    label: str | None = None
+    raw_label: str | None = None
+    speaker: str | None = None
+    session: str | None = None
+    dialogue: str | None = None
+    turn: int | None = None
+    split: str | None = None
+    extra: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("split")
+    @classmethod
+    def _check_split(cls, v: str | None) -> str | None:
+        if v is not None and v not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {v!r}")
+        return v
+
+    @model_validator(mode="after")
+    def _check_segment(self) -> Utterance:
+        if self.start is not None and self.start < 0:
+            raise ValueError(f"start must be >= 0, got {self.start}")
+        if self.start is not None and self.end is not None and self.end <= self.start:
+            raise ValueError(f"end ({self.end}) must be greater than start ({self.start})")
+        return self
+
+    @property
+    def duration(self) -> float | None:
+        """Segment length in seconds when both ``start`` and ``end`` are known."""
+        if self.start is None or self.end is None:
+            return None
+        return self.end - self.start
+
+    def audio_path(self, root: str | Path | None = None) -> Path | None:
+        """Resolve :attr:`audio` against ``root`` (the manifest's folder) when it is relative."""
+        if self.audio is None:
+            return None
+        p = Path(self.audio)
+        if not p.is_absolute() and root is not None:
+            p = Path(root) / p
+        return p
+
+    def to_json(self) -> str:
+        """One JSONL line (no trailing newline), keys in :data:`FIELDS` order."""
+        return json.dumps(self.model_dump(), ensure_ascii=False)
+
+
+@dataclass
+class ValidationReport:
+    """Problems found in a set of records, with counts and the offending ids.
+
+    Attributes:
+        total: Number of records checked.
+        missing_audio: Ids whose audio file does not exist (or is ``None``).
+        empty_text: Ids with an empty or whitespace-only transcript.
+        unknown_labels: Ids whose label is not in the allowed label set.
+        duplicates: Ids that occur more than once.
+        bad_audio: Ids whose audio exists but could not be decoded (filled by corpus preparation).
+        notes: Free-form messages from preparation (skipped lines, malformed rows, ...).
+    """
+
+    total: int = 0
+    missing_audio: list[str] = field(default_factory=list)
+    empty_text: list[str] = field(default_factory=list)
+    unknown_labels: list[str] = field(default_factory=list)
+    duplicates: list[str] = field(default_factory=list)
+    bad_audio: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """True when no problem of any kind was found."""
+        return not (self.missing_audio or self.empty_text or self.unknown_labels or self.duplicates or self.bad_audio)
+
+    def counts(self) -> dict[str, int]:
+        """Number of records per problem kind."""
+        return {
+            "total": self.total,
+            "missing_audio": len(self.missing_audio),
+            "bad_audio": len(self.bad_audio),
+            "empty_text": len(self.empty_text),
+            "unknown_labels": len(self.unknown_labels),
+            "duplicates": len(self.duplicates),
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict with the counts and the full id lists."""
+        return {
+            "counts": self.counts(),
+            "missing_audio": self.missing_audio,
+            "bad_audio": self.bad_audio,
+            "empty_text": self.empty_text,
+            "unknown_labels": self.unknown_labels,
+            "duplicates": self.duplicates,
+            "notes": self.notes,
+        }
+
+    def merge(self, other: ValidationReport) -> ValidationReport:
+        """Add ``other``'s findings to this report (in place) and return it."""
+        self.total += other.total
+        self.missing_audio += other.missing_audio
+        self.bad_audio += other.bad_audio
+        self.empty_text += other.empty_text
+        self.unknown_labels += other.unknown_labels
+        self.duplicates += other.duplicates
+        self.notes += other.notes
+        return self
+
+    def summary(self, max_names: int = 5) -> str:
+        """Human-readable multi-line summary naming up to ``max_names`` ids per problem."""
+        lines = [f"{self.total} records"]
+        for kind in ("missing_audio", "bad_audio", "empty_text", "unknown_labels", "duplicates"):
+            ids: list[str] = getattr(self, kind)
+            if ids:
+                shown = ", ".join(ids[:max_names]) + (" ..." if len(ids) > max_names else "")
+                lines.append(f"{kind.replace('_', ' ')}: {len(ids)} ({shown})")
+        lines.extend(self.notes)
+        return "\n".join(lines)
+
+
+def validate_records(
+    records: Sequence[Utterance],
+    labels: Iterable[str] | None = None,
+    root: str | Path | None = None,
+    check_audio: bool = True,
+) -> ValidationReport:
+    """Check a set of records for missing audio, empty text, unknown labels and duplicate ids.
+
+    Args:
+        records: Records to check.
+        labels: Allowed labels; ``None`` accepts any label.
+        root: Folder that relative audio paths are resolved against.
+        check_audio: Whether to test that audio files exist (records with ``audio=None`` count as
+            missing audio).
+
+    Returns:
+        A :class:`ValidationReport`.
+    """
+    allowed = set(labels) if labels is not None else None
+    report = ValidationReport(total=len(records))
+    seen: Counter[str] = Counter(r.id for r in records)
+    report.duplicates = sorted(i for i, n in seen.items() if n > 1)
+    for r in records:
+        if check_audio:
+            p = r.audio_path(root)
+            if p is None or not p.is_file():
+                report.missing_audio.append(r.id)
+        if not r.text.strip():
+            report.empty_text.append(r.id)
+        if allowed is not None and r.label is not None and r.label not in allowed:
+            report.unknown_labels.append(r.id)
+    return report
+
+
+def _open_text(path: Path, mode: str) -> io.TextIOBase:
+    if path.suffix == ".gz":
+        return io.TextIOWrapper(gzip.open(path, mode + "b"), encoding="utf-8")  # type: ignore[return-value]
+    return open(path, mode, encoding="utf-8")  # type: ignore[return-value]
+
+
+def iter_manifest(path: str | Path) -> Iterator[Utterance]:
+    """Stream records from a JSONL(.gz) manifest, validating each one.
+
+    Raises:
+        FileNotFoundError: The manifest does not exist.
+        ManifestError: A line is not JSON or not a valid record; the message names file and line.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"manifest not found: {path}")
+    with _open_text(path, "r") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ManifestError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
+            try:
+                yield Utterance.model_validate(obj)
+            except ValidationError as e:
+                problems = "; ".join(f"{'.'.join(map(str, err['loc'])) or 'record'}: {err['msg']}" for err in e.errors())
+                raise ManifestError(f"{path}:{lineno}: invalid record ({problems})") from None
+
+
+def read_manifest(path: str | Path) -> list[Utterance]:
+    """Read and validate a whole manifest. Duplicate ids are an error here.
+
+    Args:
+        path: ``.jsonl`` or ``.jsonl.gz`` file.
+
+    Returns:
+        The records, in file order.
+    """
+    records = list(iter_manifest(path))
+    dup = [i for i, n in Counter(r.id for r in records).items() if n > 1]
+    if dup:
+        raise ManifestError(f"{path}: {len(dup)} duplicate id(s): {', '.join(sorted(dup)[:5])}")
+    return records
+
+
+def write_manifest(records: Iterable[Utterance], path: str | Path, overwrite: bool = False) -> Path:
+    """Write records as JSONL(.gz), atomically (temporary file, then rename).
+
+    Args:
+        records: Records to write.
+        path: Destination; ``.gz`` suffix compresses.
+        overwrite: Replace an existing file. Without it an existing file is an error, so a
+            manifest a user made is never silently replaced.
+
+    Returns:
+        The path written.
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} exists; pass overwrite=True (CLI: --overwrite) to replace it")
+    payload = "".join(r.to_json() + "\n" for r in records).encode("utf-8")
+    if path.suffix == ".gz":
+        payload = gzip.compress(payload, mtime=0)
+    atomic_write(path, payload)
+    return path

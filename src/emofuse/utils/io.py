@@ -1,0 +1,42 @@
+"""Atomic file writes: a reader never sees half a file, and a crash never leaves one behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+__all__ = ["atomic_write", "atomic_write_json"]
+
+
+def atomic_write(path: str | Path, data: bytes | str) -> Path:
+    """Write ``data`` to ``path`` through a temporary file in the same folder, then rename.
+
+    Args:
+        path: Destination file; parent folders are created.
+        data: Bytes, or text (written as UTF-8).
+
+    Returns:
+        The destination path.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    raw = data.encode("utf-8") if isinstance(data, str) else data
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(raw)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_json(path: str | Path, obj: Any, indent: int = 2) -> Path:
+    """Serialise ``obj`` as JSON and write it atomically."""
+    return atomic_write(path, json.dumps(obj, indent=indent, ensure_ascii=False) + "\n")
