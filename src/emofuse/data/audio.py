@@ -123,7 +123,9 @@ def load_audio(
     return wav
 
 
-def trim_silence(wav: np.ndarray, sample_rate: int = SAMPLE_RATE, top_db: float = 40.0, frame_ms: float = 25.0) -> np.ndarray:
+def trim_silence(
+    wav: np.ndarray, sample_rate: int = SAMPLE_RATE, top_db: float = 40.0, frame_ms: float = 25.0
+) -> np.ndarray:
     """Remove leading and trailing frames quieter than ``top_db`` below the loudest frame.
 
     Args:

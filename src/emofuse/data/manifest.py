@@ -37,7 +37,21 @@ __all__ = [
     "write_manifest",
 ]
 
-FIELDS = ("id", "audio", "start", "end", "text", "label", "raw_label", "speaker", "session", "dialogue", "turn", "split", "extra")
+FIELDS = (
+    "id",
+    "audio",
+    "start",
+    "end",
+    "text",
+    "label",
+    "raw_label",
+    "speaker",
+    "session",
+    "dialogue",
+    "turn",
+    "split",
+    "extra",
+)
 SPLITS = ("train", "dev", "val", "test")
 
 
@@ -251,7 +265,9 @@ def iter_manifest(path: str | Path) -> Iterator[Utterance]:
             try:
                 yield Utterance.model_validate(obj)
             except ValidationError as e:
-                problems = "; ".join(f"{'.'.join(map(str, err['loc'])) or 'record'}: {err['msg']}" for err in e.errors())
+                problems = "; ".join(
+                    f"{'.'.join(map(str, err['loc'])) or 'record'}: {err['msg']}" for err in e.errors()
+                )
                 raise ManifestError(f"{path}:{lineno}: invalid record ({problems})") from None
 
 

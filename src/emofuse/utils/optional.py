@@ -34,4 +34,6 @@ def require(module: str, extra: str | None = None, purpose: str | None = None) -
     except ImportError as e:
         hint = f"pip install 'emofuse[{extra}]'" if extra else f"pip install {module}"
         why = f" (needed for {purpose})" if purpose else ""
-        raise MissingDependencyError(f"optional dependency {module!r} is not installed{why}; install it with: {hint}") from e
+        raise MissingDependencyError(
+            f"optional dependency {module!r} is not installed{why}; install it with: {hint}"
+        ) from e

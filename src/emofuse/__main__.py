@@ -1,0 +1,5 @@
+"""``python -m emofuse``."""
+
+from emofuse.cli.main import main
+
+main()

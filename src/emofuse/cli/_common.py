@@ -1,0 +1,48 @@
+"""Shared CLI plumbing: consoles, clean one-line errors, JSON output."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import typer
+from rich.console import Console
+
+__all__ = ["console", "err_console", "handle_errors", "print_json"]
+
+console = Console()
+err_console = Console(stderr=True)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+# Errors that mean "bad input": shown as one clear line, not a traceback.
+_USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, FileExistsError, ImportError, OSError)
+
+
+def handle_errors(fn: F) -> F:
+    """Turn user-input errors into ``error: <message>`` on stderr and exit code 2.
+
+    Set ``EMOFUSE_DEBUG=1`` to see the full traceback instead.
+    """
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except _USER_ERRORS as e:
+            if os.environ.get("EMOFUSE_DEBUG"):
+                raise
+            err_console.print(f"[bold red]error:[/] {e}", markup=True, highlight=False, soft_wrap=True)
+            raise typer.Exit(code=2) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def print_json(obj: Any) -> None:
+    """Write ``obj`` as JSON to stdout (plain, no rich markup, so it can be piped)."""
+    sys.stdout.write(json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+    sys.stdout.flush()

@@ -1,0 +1,130 @@
+"""``emofuse prepare``, ``emofuse validate`` and ``emofuse folds``: corpora → manifests → folds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from emofuse.cli._common import console, err_console, handle_errors, print_json
+from emofuse.data.corpora import CORPORA, PreparedCorpus, prepare
+from emofuse.data.manifest import read_manifest, validate_records, write_manifest
+from emofuse.utils.io import atomic_write_json
+
+__all__ = ["folds", "prepare_cmd", "validate"]
+
+
+def _parse_options(items: list[str]) -> dict[str, Any]:
+    import yaml
+
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"option {item!r} must look like key=value")
+        out[key.strip()] = yaml.safe_load(raw) if raw.strip() else None
+    return out
+
+
+def _class_table(prep: PreparedCorpus) -> Table:
+    splits = sorted({r.split for r in prep.records if r.split is not None})
+    t = Table(title=f"{prep.name}: {len(prep.records)} utterances, scheme {prep.scheme}")
+    t.add_column("class")
+    for s in splits:
+        t.add_column(s, justify="right")
+    t.add_column("total", justify="right")
+    for c in prep.classes:
+        row = [str(prep.label_counts(s).get(c, 0)) for s in splits]
+        t.add_row(c, *row, str(prep.label_counts().get(c, 0)))
+    return t
+
+
+@handle_errors
+def prepare_cmd(
+    corpus: str = typer.Argument(..., help=f"Corpus: {', '.join(CORPORA)}."),
+    root: Path = typer.Argument(
+        ..., help="Corpus root (for 'synthetic': the folder to generate into; for 'csv': the CSV file)."
+    ),
+    out: Path | None = typer.Option(
+        None, "--out", "-o", help="Manifest to write (.jsonl or .jsonl.gz). Synthetic default: ROOT/manifest.jsonl."
+    ),
+    labels: str | None = typer.Option(None, "--labels", "-l", help="Label scheme (default: the corpus' own)."),
+    allow_missing_audio: bool = typer.Option(
+        False, "--allow-missing-audio", help="Keep records whose audio is missing, with audio=null."
+    ),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing manifest."),
+    option: list[str] = typer.Option([], "--option", help="Recipe option key=value (e.g. seed=1 for synthetic)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+) -> None:
+    """Parse a corpus into a validated manifest (one JSON record per utterance) plus a report."""
+    if out is None:
+        if corpus != "synthetic":
+            raise ValueError("--out FILE.jsonl is required")
+        out = root / "manifest.jsonl"
+    kwargs = _parse_options(option)
+    prep = prepare(corpus, root, labels=labels, allow_missing_audio=allow_missing_audio, progress=not quiet, **kwargs)
+    new_text = "".join(r.to_json() + "\n" for r in prep.records)
+    if out.exists() and not overwrite and out.suffix != ".gz" and out.read_text(encoding="utf-8") == new_text:
+        console.print(f"manifest {out} is up to date ({len(prep.records)} records)")
+    else:
+        write_manifest(prep.records, out, overwrite=overwrite)
+        console.print(f"wrote {out} ({len(prep.records)} records)")
+    report_path = out.with_name(out.name.split(".")[0] + ".report.json")
+    atomic_write_json(
+        report_path,
+        {
+            "corpus": prep.name,
+            "scheme": prep.scheme,
+            "classes": list(prep.classes),
+            "dropped": prep.dropped,
+            **prep.report.to_dict(),
+        },
+    )
+    console.print(_class_table(prep))
+    if prep.dropped:
+        dropped = ", ".join(f"{k}: {v}" for k, v in sorted(prep.dropped.items()))
+        console.print(f"dropped (label not in scheme {prep.scheme}): {dropped}")
+    if not prep.report.ok or prep.report.notes:
+        err_console.print(f"[yellow]report[/] ({report_path}):\n{prep.report.summary()}")
+
+
+@handle_errors
+def validate(
+    manifest: Path = typer.Argument(..., help="Manifest to check."),
+    labels: str | None = typer.Option(None, "--labels", "-l", help="Label scheme whose classes are allowed."),
+    json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
+    """Check a manifest: every record valid, audio present, transcripts non-empty, labels known, ids unique."""
+    from emofuse.data.labels import get_scheme
+
+    records = read_manifest(manifest)
+    allowed = get_scheme(labels).classes if labels else None
+    report = validate_records(records, labels=allowed, root=manifest.parent)
+    if json_out:
+        print_json(report.to_dict())
+    else:
+        console.print(report.summary())
+    if not report.ok:
+        raise typer.Exit(code=1)
+
+
+@handle_errors
+def folds(
+    manifest: Path = typer.Argument(..., help="Manifest written by 'emofuse prepare'."),
+    protocol: str = typer.Option(
+        ..., "--protocol", "-p", help="iemocap-loso, speaker-out, official, random-stratified, kfold."
+    ),
+    option: list[str] = typer.Option([], "--option", help="Protocol option key=value (groups=4, seed=1, ...)."),
+    json_out: bool = typer.Option(False, "--json", help="Print folds with their utterance ids as JSON."),
+) -> None:
+    """Print the fold table of a protocol (class counts per split per fold)."""
+    from emofuse.data.protocols import folds_to_json, make_folds, render_fold_table
+
+    records = read_manifest(manifest)
+    fold_list = make_folds(records, protocol, **_parse_options(option))
+    if json_out:
+        print_json(folds_to_json(protocol, fold_list))
+    else:
+        console.print(render_fold_table(records, fold_list, title=f"{manifest.name}: {protocol}"))

@@ -1,0 +1,98 @@
+import pytest
+from pydantic import BaseModel, ConfigDict, Field
+
+from emofuse.config import ConfigError, ExperimentConfig, dump_config, load_config, register_model_options
+
+
+def test_defaults_and_yaml_overrides(tmp_path):
+    p = tmp_path / "exp.yaml"
+    p.write_text("name: iemocap-cmd\nseeds: [0, 1, 2]\noptim:\n  lr: 0.0005\n  scheduler: warmup_linear\n")
+    cfg = load_config(p)
+    assert cfg.name == "iemocap-cmd" and cfg.seeds == [0, 1, 2]
+    assert cfg.optim.lr == 5e-4 and cfg.optim.scheduler == "warmup_linear"
+    assert cfg.trainer.max_epochs == ExperimentConfig().trainer.max_epochs  # untouched default
+
+
+def test_dotted_overrides_parse_yaml_values(tmp_path):
+    cfg = load_config(
+        None,
+        [
+            "data.protocol=iemocap-loso",
+            "data.protocol_options.seed=3",
+            "trainer.devices=2",
+            "data.folds=[Session1, Session2]",
+            "data.max_batch_samples=640000",
+        ],
+    )
+    assert cfg.data.protocol == "iemocap-loso"
+    assert cfg.data.protocol_options == {"seed": 3}
+    assert cfg.trainer.devices == 2
+    assert cfg.data.folds == ["Session1", "Session2"]
+    assert cfg.data.max_batch_samples == 640_000
+
+
+def test_base_inheritance(tmp_path):
+    (tmp_path / "base.yaml").write_text("optim:\n  lr: 0.1\n  name: sgd\nseeds: [1]\n")
+    (tmp_path / "child.yaml").write_text("base: base.yaml\noptim:\n  lr: 0.2\n")
+    cfg = load_config(tmp_path / "child.yaml")
+    assert cfg.optim.lr == 0.2 and cfg.optim.name == "sgd" and cfg.seeds == [1]
+
+
+def test_typo_key_in_yaml_names_file_key_and_suggestion(tmp_path):
+    p = tmp_path / "typo.yaml"
+    p.write_text("optim:\n  learning_rat: 0.1\ntrainer:\n  max_epoch: 3\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(p)
+    msg = str(e.value)
+    assert "typo.yaml: unknown key 'optim.learning_rat'" in msg
+    assert "unknown key 'trainer.max_epoch' (did you mean 'trainer.max_epochs'?)" in msg
+
+
+@pytest.mark.parametrize(
+    ("override", "match"),
+    [
+        ("optim.lr=-1", r"bad value for 'optim.lr'.*greater than 0"),
+        ("optim.name=rmsprop", r"bad value for 'optim.name'"),
+        ("seeds=[1, 1]", r"seeds must be unique"),
+        ("trainer.max_epochs=many", r"bad value for 'trainer.max_epochs'"),
+        ("lr", r"must look like section.key=value"),
+        ("optim.lr.x=1", r"bad value for 'optim.lr'"),
+    ],
+)
+def test_bad_overrides(override, match):
+    with pytest.raises(ConfigError, match=match):
+        load_config(None, [override])
+
+
+def test_bad_yaml_and_missing_file(tmp_path):
+    p = tmp_path / "bad.yaml"
+    p.write_text("optim:\n  lr: [1,\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml:\d+: not valid YAML"):
+        load_config(p)
+    (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="top level must be a mapping"):
+        load_config(tmp_path / "list.yaml")
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_model_options_checked_against_registered_schema():
+    class TinyOpts(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        d_model: int = Field(32, gt=0)
+
+    register_model_options("tiny-test-model", TinyOpts)
+    cfg = load_config(None, ["model.name=tiny-test-model", "model.d_model=64"])
+    assert cfg.model.options == {"d_model": 64}
+    with pytest.raises(ConfigError, match="unknown key 'model.d_modle' \\(did you mean 'model.d_model'\\?\\)"):
+        load_config(None, ["model.name=tiny-test-model", "model.d_modle=64"])
+    with pytest.raises(ConfigError, match="d_model"):
+        load_config(None, ["model.name=tiny-test-model", "model.d_model=0"])
+    # unregistered models keep free-form options until their schema is registered
+    assert load_config(None, ["model.name=other", "model.anything=1"]).model.options == {"anything": 1}
+
+
+def test_dump_roundtrip(tmp_path):
+    cfg = load_config(None, ["optim.lr=0.01", "model.d_model=8"])
+    dump_config(cfg, tmp_path / "resolved.yaml")
+    assert load_config(tmp_path / "resolved.yaml") == cfg
