@@ -1,0 +1,5 @@
+"""Reusable neural-network blocks shared by encoders and models."""
+
+from emofuse.layers.pooling import LayerSelector, masked_mean
+
+__all__ = ["LayerSelector", "masked_mean"]
