@@ -3,7 +3,7 @@ comma  := ,
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-EXTRAS ?= dev,synth
+EXTRAS ?= all
 STAMP  := $(VENV)/.emofuse-installed-$(subst $(comma),-,$(EXTRAS))
 DEMO_DIR ?= .emofuse-cache/synthetic
 
