@@ -9,17 +9,14 @@ from collections import Counter
 import pytest
 from rich.console import Console
 
+from emofuse.data.folds import fold_table, folds_from_json, folds_to_json, render_fold_table
 from emofuse.data.manifest import Utterance
 from emofuse.data.protocols import (
     Fold,
     ProtocolError,
-    fold_table,
-    folds_from_json,
-    folds_to_json,
     get_protocol,
     list_protocols,
     make_folds,
-    render_fold_table,
     verify_folds,
 )
 

@@ -30,8 +30,8 @@ def _parse_options(items: list[str]) -> dict[str, Any]:
 
 def _class_table(prep: PreparedCorpus) -> Table:
     splits = sorted({r.split for r in prep.records if r.split is not None})
-    t = Table(title=f"{prep.name}: {len(prep.records)} utterances, scheme {prep.scheme}")
-    t.add_column("class")
+    t = Table()
+    t.add_column(f"{prep.name} / {prep.scheme}")
     for s in splits:
         t.add_column(s, justify="right")
     t.add_column("total", justify="right")
@@ -86,8 +86,10 @@ def prepare_cmd(
     if prep.dropped:
         dropped = ", ".join(f"{k}: {v}" for k, v in sorted(prep.dropped.items()))
         console.print(f"dropped (label not in scheme {prep.scheme}): {dropped}")
-    if not prep.report.ok or prep.report.notes:
-        err_console.print(f"[yellow]report[/] ({report_path}):\n{prep.report.summary()}")
+    if not prep.report.ok:
+        err_console.print(f"[yellow]problems found[/] (details in {report_path}):\n{prep.report.summary()}")
+    elif prep.report.notes:
+        console.print("\n".join(prep.report.notes), style="dim")
 
 
 @handle_errors
@@ -117,14 +119,39 @@ def folds(
         ..., "--protocol", "-p", help="iemocap-loso, speaker-out, official, random-stratified, kfold."
     ),
     option: list[str] = typer.Option([], "--option", help="Protocol option key=value (groups=4, seed=1, ...)."),
+    labels: str | None = typer.Option(
+        None, "--labels", "-l", help="Label scheme for the class order (default: from the manifest's report)."
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print folds with their utterance ids as JSON."),
 ) -> None:
     """Print the fold table of a protocol (class counts per split per fold)."""
-    from emofuse.data.protocols import folds_to_json, make_folds, render_fold_table
+    from emofuse.data.folds import folds_to_json, render_fold_table
+    from emofuse.data.protocols import make_folds
 
     records = read_manifest(manifest)
     fold_list = make_folds(records, protocol, **_parse_options(option))
     if json_out:
         print_json(folds_to_json(protocol, fold_list))
     else:
-        console.print(render_fold_table(records, fold_list, title=f"{manifest.name}: {protocol}"))
+        classes = _class_order(manifest, labels, records)
+        console.print(render_fold_table(records, fold_list, classes=classes, title=f"{manifest.name}: {protocol}"))
+
+
+def _class_order(manifest: Path, labels: str | None, records: list[Any]) -> list[str] | None:
+    """Class order: the named scheme, else the one recorded in the manifest's report, else sorted."""
+    import json
+
+    from emofuse.data.labels import get_scheme
+
+    if labels:
+        return list(get_scheme(labels).classes)
+    report = manifest.with_name(manifest.name.split(".")[0] + ".report.json")
+    found = {r.label for r in records if r.label is not None}
+    if report.is_file():
+        try:
+            classes = json.loads(report.read_text(encoding="utf-8")).get("classes")
+        except (OSError, ValueError):
+            classes = None
+        if isinstance(classes, list) and found <= set(classes):
+            return [c for c in classes if c in found]
+    return None
