@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 import typer
 from rich.console import Console
 
-__all__ = ["console", "err_console", "handle_errors", "print_json"]
+__all__ = ["console", "err_console", "handle_errors", "print_json", "print_wide"]
 
 console = Console()
 err_console = Console(stderr=True)
@@ -46,3 +46,14 @@ def print_json(obj: Any) -> None:
     """Write ``obj`` as JSON to stdout (plain, no rich markup, so it can be piped)."""
     sys.stdout.write(json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
     sys.stdout.flush()
+
+
+def print_wide(renderable: Any) -> None:
+    """Print a table at its natural width, even when wider than the terminal (never squash columns)."""
+    from rich.measure import Measurement
+
+    width = Measurement.get(console, console.options.update(max_width=1000), renderable).maximum
+    if width <= console.width:
+        console.print(renderable)
+    else:
+        Console(width=width).print(renderable)

@@ -8,7 +8,7 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from emofuse.cli._common import console, err_console, handle_errors, print_json
+from emofuse.cli._common import console, err_console, handle_errors, print_json, print_wide
 from emofuse.data.corpora import CORPORA, PreparedCorpus, prepare
 from emofuse.data.manifest import read_manifest, validate_records, write_manifest
 from emofuse.utils.io import atomic_write_json
@@ -134,7 +134,7 @@ def folds(
         print_json(folds_to_json(protocol, fold_list))
     else:
         classes = _class_order(manifest, labels, records)
-        console.print(render_fold_table(records, fold_list, classes=classes, title=f"{manifest.name}: {protocol}"))
+        print_wide(render_fold_table(records, fold_list, classes=classes, title=f"{manifest.name}: {protocol}"))
 
 
 def _class_order(manifest: Path, labels: str | None, records: list[Any]) -> list[str] | None:

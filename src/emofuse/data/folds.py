@@ -101,12 +101,12 @@ def render_fold_table(
     rows = fold_table(records, folds, classes)
     class_names = list(rows[0]["counts"]) if rows else list(classes or [])
     table = Table(title=title)
-    table.add_column("Fold")
-    table.add_column("Split")
-    table.add_column("N", justify="right")
-    table.add_column("Speakers", justify="right")
+    table.add_column("Fold", no_wrap=True)
+    table.add_column("Split", no_wrap=True)
+    table.add_column("N", justify="right", no_wrap=True)
+    table.add_column("Speakers", justify="right", no_wrap=True)
     for c in class_names:
-        table.add_column(str(c), justify="right")
+        table.add_column(str(c), justify="right", no_wrap=True)
     for j, row in enumerate(rows):
         first = row["split"] == "train"
         if first and j:
