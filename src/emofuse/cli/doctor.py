@@ -13,7 +13,7 @@ from rich.table import Table
 from emofuse.cli._common import console, handle_errors, print_json
 from emofuse.utils.optional import is_available
 
-__all__ = ["doctor", "environment_report"]
+__all__ = ["doctor", "encoder_report", "environment_report"]
 
 # extra -> [(import name, distribution name, what it gives)]
 EXTRAS: dict[str, list[tuple[str, str, str]]] = {
@@ -62,10 +62,38 @@ def environment_report() -> dict[str, Any]:
     }
 
 
+def encoder_report() -> dict[str, dict[str, str]]:
+    """How each registered encoder resolves on this machine, offline, without building any model.
+
+    Returns:
+        ``{name: {"modality", "resolved", "source"}}``; ``resolved`` is ``local``, ``hf-cache``, ``packaged``,
+        ``random`` or ``handcrafted``, or ``error`` (then ``source`` holds the message).
+    """
+    from emofuse.encoders import get_encoder_spec, list_encoders, resolve_encoder
+
+    report: dict[str, dict[str, str]] = {}
+    for name in list_encoders():
+        modality = get_encoder_spec(name).modality
+        try:
+            r = resolve_encoder(name, allow_random=True)
+            report[name] = {"modality": modality, "resolved": r.resolved, "source": r.source}
+        except Exception as e:  # noqa: BLE001 - one broken provider must not hide the others
+            report[name] = {"modality": modality, "resolved": "error", "source": f"{type(e).__name__}: {e}"}
+    return report
+
+
+_RESOLVED_STYLE = {"local": "green", "hf-cache": "green", "packaged": "cyan", "random": "yellow", "error": "red"}
+
+
 @handle_errors
 def doctor(json_out: bool = typer.Option(False, "--json", help="Print a JSON report instead of tables.")) -> None:
     """Show versions, installed extras and packaged models on this machine."""
     rep = environment_report()
+    try:
+        rep["encoders"] = encoder_report()
+    except Exception as e:  # noqa: BLE001 - e.g. an encoder module that fails to import
+        rep["encoders"] = {}
+        rep["encoders_error"] = f"{type(e).__name__}: {e}"
     if json_out:
         print_json(rep)
         return
@@ -86,3 +114,12 @@ def doctor(json_out: bool = typer.Option(False, "--json", help="Print a JSON rep
             mark = f"[green]{info['version'] or 'yes'}[/]" if info["installed"] else "[yellow]no[/]"
             x.add_row(extra, dist, mark, info["provides"])
     console.print(x)
+    enc = Table(title="encoders (resolved offline: local > hf-cache > packaged > random)")
+    for col in ("encoder", "modality", "resolved", "source"):
+        enc.add_column(col)
+    for name, info in rep["encoders"].items():
+        style = _RESOLVED_STYLE.get(info["resolved"], "white")
+        enc.add_row(name, info["modality"], f"[{style}]{info['resolved']}[/]", info["source"])
+    console.print(enc)
+    if "encoders_error" in rep:
+        console.print(f"[red]encoders unavailable:[/] {rep['encoders_error']}")
