@@ -75,6 +75,8 @@ class EncoderSpec:
         hf_id: Hugging Face model id for the cache lookup (defaults to ``name``).
         description: One line for ``emofuse doctor``.
         defaults: Default keyword arguments for the builder (e.g. a tiny config for tests).
+        test_only: A tiny random-by-design encoder for tests: resolves to ``random`` without
+            ``allow_random`` and without the random-init warning.
     """
 
     name: str
@@ -85,6 +87,7 @@ class EncoderSpec:
     hf_id: str | None = None
     description: str = ""
     defaults: dict[str, Any] = field(default_factory=dict)
+    test_only: bool = False
 
 
 _ENCODERS: dict[str, EncoderSpec] = {}
@@ -180,6 +183,8 @@ def resolve_encoder(name: str, weights_dir: str | Path | None = None, allow_rand
     spec = get_encoder_spec(name)
     if not spec.pretrained:
         return Resolution("handcrafted", "computed from the signal / a user file")
+    if spec.test_only:
+        return Resolution("random", "tiny test config, random by design")
     if weights_dir is not None:
         p = Path(weights_dir)
         if not p.exists():
@@ -229,7 +234,7 @@ def create_encoder(
     """
     spec = get_encoder_spec(name)
     resolution = resolve_encoder(name, weights_dir=weights_dir, allow_random=allow_random)
-    if resolution.resolved == "random":
+    if resolution.resolved == "random" and not spec.test_only:
         warnings.warn(
             f"encoder {name!r} runs with RANDOM weights (no local, cached or packaged weights found): "
             "its features carry no pretrained knowledge and results are not comparable to any paper",

@@ -400,5 +400,6 @@ for _name, _arch in _ARCHS.items():
                 if _arch.tiny
                 else f"{_FAMILIES[_arch.family]} {_name}, 50 frames/s; no packaged weights (random with allow_random)"
             ),
+            test_only=_arch.tiny,
         )
     )

@@ -388,6 +388,7 @@ def _register() -> None:
                 packaged=arch.packaged,
                 hf_id=arch.hf_id,
                 description=_describe(name, arch),
+                test_only=arch.tiny,
             )
         )
 
