@@ -1,0 +1,31 @@
+"""Losses: pure functions first (``nt_xent(z_a, z_b, temperature)``), thin ``nn.Module`` wrappers second.
+
+Imports torch only (layer L1); tasks combine these into objectives.
+"""
+
+from __future__ import annotations
+
+from emofuse.losses.classification import (
+    IGNORE_INDEX,
+    ProbAverageCELoss,
+    concordance_loss,
+    cross_entropy,
+    pcc_loss,
+    prob_average_ce,
+    prob_average_ce_from_logits,
+)
+from emofuse.losses.contrastive import NTXentLoss, nt_xent, nt_xent_flat, nt_xent_per_step
+
+__all__ = [
+    "IGNORE_INDEX",
+    "NTXentLoss",
+    "ProbAverageCELoss",
+    "concordance_loss",
+    "cross_entropy",
+    "nt_xent",
+    "nt_xent_flat",
+    "nt_xent_per_step",
+    "pcc_loss",
+    "prob_average_ce",
+    "prob_average_ce_from_logits",
+]
