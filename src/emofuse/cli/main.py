@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from emofuse import __version__
-from emofuse.cli import data, doctor
+from emofuse.cli import data, doctor, models
 
 __all__ = ["app", "main"]
 
@@ -37,6 +37,7 @@ app.command("doctor")(doctor.doctor)
 app.command("prepare")(data.prepare_cmd)
 app.command("validate")(data.validate)
 app.command("folds")(data.folds)
+app.command("models")(models.models)
 
 
 def main() -> None:

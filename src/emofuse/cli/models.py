@@ -1,0 +1,90 @@
+"""``emofuse models``: every registered model with its parameter counts (total and per branch)."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from emofuse.cli._common import console, handle_errors, print_json, print_wide
+
+__all__ = ["model_report", "models"]
+
+
+def _count(name: str) -> dict[str, Any]:
+    """Build ``name`` with its default config and count its parameters.
+
+    The model is built on the meta device (no memory, no weights read; CMD students then use the named teacher
+    architectures, e.g. bert-base-uncased rather than a packaged stand-in). A model that cannot be built there is
+    built on the CPU.
+    """
+    import torch
+
+    from emofuse.models import create_model
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            with torch.device("meta"):
+                model = create_model(name)
+            device = "meta"
+        except Exception:  # noqa: BLE001 - retry for real on the CPU
+            model = create_model(name)
+            device = "cpu"
+    return {
+        "name": name,
+        "class": type(model).__name__,
+        "total": model.num_parameters(),
+        "trainable": model.num_parameters(trainable_only=True),
+        "branches": model.branch_parameters(),
+        "built_on": device,
+    }
+
+
+def model_report(pattern: str | None = None) -> list[dict[str, Any]]:
+    """Parameter counts of every registered model (optionally those whose name contains ``pattern``).
+
+    Returns:
+        One dict per model: ``name``, ``class``, ``total``, ``trainable``, ``branches`` (``{branch: count}``) and
+        ``built_on``; a model that fails to build has ``error`` instead of the counts.
+    """
+    from emofuse.models import list_models
+
+    rows = []
+    for name in list_models(pattern):
+        try:
+            rows.append(_count(name))
+        except Exception as e:  # noqa: BLE001 - one broken model must not hide the others
+            rows.append({"name": name, "error": f"{type(e).__name__}: {e}"})
+    return rows
+
+
+def _fmt(n: int) -> str:
+    return f"{n / 1e6:.2f}M" if n >= 1e6 else f"{n:,}"
+
+
+@handle_errors
+def models(
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    filter_: str | None = typer.Option(None, "--filter", "-f", help="Only models whose name contains this."),
+) -> None:
+    """List registered models with total and per-branch parameter counts (default configs)."""
+    rows = model_report(filter_)
+    if as_json:
+        print_json(rows)
+        return
+    if not rows:
+        console.print(f"no registered model matches {filter_!r}")
+        return
+    table = Table(title="Registered models (default configs)")
+    for col, justify in (("model", "left"), ("total", "right"), ("exact", "right"), ("branches", "left")):
+        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+    for r in rows:
+        if "error" in r:
+            table.add_row(r["name"], "-", "-", f"[red]{r['error']}[/]")
+            continue
+        branches = ", ".join(f"{b} {_fmt(n)}" for b, n in r["branches"].items())
+        table.add_row(r["name"], _fmt(r["total"]), f"{r['total']:,}", branches)
+    print_wide(table)

@@ -1,0 +1,352 @@
+"""CMD student: per-modality "audio–text transformers" distilled from frozen wav2vec 2.0 / BERT teachers.
+
+Kim & Kang, "Cross-modal distillation with audio–text fusion for fine-grained emotion classification using BERT
+and Wav2vec 2.0", Neurocomputing 506 (2022) 168–183 (no official code; specs/cmd.md §1–2). Per modality, with
+separate weights:
+
+1. the teacher's input embedding, weights copied in (:class:`~emofuse.models._embedding.InputEmbedding`);
+2. ``Conv1d(D_teacher -> d)``, kernel 1, no bias (A8), plus fixed sinusoidal positions (A14);
+3. early fusion (default): 3 cross-attention blocks (queries: own stream; keys/values: the *fixed* ``d``-dim
+   input embedding of the other modality, MulT-style, A13), then 3 self-attention blocks; ``fusion="late"``
+   runs self → cross; unimodal students have self-attention blocks only;
+4. post-LN blocks of Algorithm 1 (:class:`~emofuse.layers.transformer.PostLNBlock`, d 32, 2 heads, FFN 128) with
+   key-padding masks and no causal mask.
+
+Classifier F (Stage 2, §2.7): mean over valid steps, ``Linear(d, d) -> ReLU -> Linear(d, C)``, shared across
+modalities by default; ``probs = mean_m softmax(F(pooled_m) / kappa)``, ``logits = log(probs)``,
+``modality_logits`` are the raw F outputs. ``with_head=False`` builds the Stage-1 student (no classifier).
+
+Parameter arithmetic (§2.3, measured by the tests): a block is 12,704 parameters, 6 blocks 76,224; the conv
+768 → 32 without bias is 24,576 (the spec's 24,608 counts a 32-d bias too). With ``facebook/wav2vec2-base`` the
+audio branch is 4,595,456 + 24,576 + 76,224 = 4,696,256 (≈ 4.70 M); with ``bert-base-uncased`` the text
+branch is 23,837,184 + 24,576 + 76,224 = 23,937,984 (≈ 23.94 M); the shared head adds 1,188 (4 classes).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import warnings
+from collections.abc import Iterator
+from typing import Any, cast
+
+import torch
+from torch import Tensor, nn
+
+from emofuse.layers.pooling import masked_mean
+from emofuse.layers.transformer import PostLNBlock, sinusoidal_positions
+from emofuse.models._embedding import InputEmbedding
+from emofuse.models._registry import register_model
+from emofuse.models.base import EmotionModel, ModelOutput
+
+__all__ = ["CMDStudent", "ClassifierHead", "build_teacher"]
+
+_MODALITIES = ("audio", "text")
+
+
+@contextlib.contextmanager
+def _no_init() -> Iterator[None]:
+    """Skip weight initialisation of ``transformers`` models (values are overwritten or never materialised)."""
+    from transformers.initialization import no_init_weights
+
+    with no_init_weights():
+        yield
+
+
+def build_teacher(name: str, weights: str = "auto", allow_random: bool = True, fast: bool = False) -> Any:
+    """Build the frozen teacher encoder a student copies its input embedding from.
+
+    Args:
+        name: Registered encoder name (``facebook/wav2vec2-base``, ``bert-base-uncased``, ``tiny-bert``, ...).
+        weights: ``"auto"``: the encoder's offline resolution order (local, HF cache, packaged stand-in, then
+            random init if ``allow_random``); ``"random"``: the *named* architecture from its config, random init,
+            no weights read.
+        allow_random: Let ``"auto"`` fall back to random init (with a ``RandomInitWarning``).
+        fast: The values do not matter (they are overwritten by a state dict, or the model lives on the meta
+            device): random architectures skip weight initialisation and no warning is raised.
+
+    Returns:
+        The frozen :class:`~emofuse.encoders.Encoder`.
+    """
+    from emofuse.encoders import RandomInitWarning, Resolution, create_encoder, get_encoder_spec, resolve_encoder
+
+    if weights not in ("auto", "random"):
+        raise ValueError(f"teacher_weights must be 'auto' or 'random', got {weights!r}")
+    # on the meta device nothing can hold values: build on the CPU (the caller moves the copy to meta)
+    device = torch.device("cpu") if torch.get_default_device().type == "meta" else contextlib.nullcontext()
+    if weights == "auto":
+        if not fast or resolve_encoder(name, allow_random=allow_random).resolved != "random":
+            with device:
+                return create_encoder(name, frozen=True, allow_random=allow_random)
+    elif not fast:
+        warnings.warn(
+            f"student embedding for {name!r} is randomly initialised from the architecture config (teacher_weights="
+            "'random'): it carries no pretrained knowledge",
+            RandomInitWarning,
+            stacklevel=3,
+        )
+    spec = get_encoder_spec(name)
+    with device, _no_init() if fast else contextlib.nullcontext():
+        encoder = spec.builder(spec, Resolution("random", "random init from the architecture config"), **spec.defaults)
+    return encoder.freeze(True)
+
+
+class ClassifierHead(nn.Module):
+    """Classifier F: ``Linear(d, d) -> ReLU -> Linear(d, C)``.
+
+    Args:
+        dim: Input size ``d``.
+        num_classes: Classes ``C``.
+    """
+
+    def __init__(self, dim: int, num_classes: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, dim)
+        self.fc2 = nn.Linear(dim, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``(B, d) -> (B, C)`` raw scores."""
+        return self.fc2(torch.relu(self.fc1(x)))
+
+
+class _Branch(nn.Module):
+    """One modality: copied embedding, conv reducer, cross blocks, self blocks (and a head if not shared)."""
+
+    def __init__(self, encoder: Any, cfg: dict[str, Any], num_cross: int, head: bool) -> None:
+        super().__init__()
+        d, k = cfg["dim"], cfg["kernel_size"]
+        self.embedding = InputEmbedding(encoder, trainable=not cfg["freeze_embedding"])
+        self.conv = nn.Conv1d(self.embedding.output_dim, d, k, padding=(k - 1) // 2, bias=cfg["conv_bias"])
+        block = dict(dim=d, num_heads=cfg["num_heads"], ffn_dim=cfg["ffn_dim"], dropout=cfg["dropout"])
+        self.cross = nn.ModuleList(PostLNBlock(**block) for _ in range(num_cross))
+        self.self_blocks = nn.ModuleList(PostLNBlock(**block) for _ in range(cfg["num_self"]))
+        self.head = ClassifierHead(d, cfg["num_classes"]) if head else None
+        self.positions = cfg["positions"]
+
+    def embed(self, inputs: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """Teacher embedding → conv → + positions: ``(B, T, d)`` and the mask ``(B, T)``."""
+        x, mask = self.embedding(inputs)  # (B, T, D)
+        x = x * mask.unsqueeze(-1).to(x.dtype)  # zero padding so a kernel > 1 cannot leak it
+        h = self.conv(x.transpose(1, 2)).transpose(1, 2)  # (B, T, d)
+        if self.positions:
+            h = h + sinusoidal_positions(h.shape[1], h.shape[2]).to(h)
+        return h, mask
+
+    def self_attend(self, h: Tensor, mask: Tensor) -> Tensor:
+        for blk in self.self_blocks:
+            h = blk(h, q_mask=mask)  # (B, T, d)
+        return h
+
+
+class CMDStudent(EmotionModel):
+    """The CMD student (early/late fusion or unimodal), returning per-modality sequences and fused probabilities.
+
+    Args:
+        audio_teacher: Registered audio encoder whose input embedding is copied.
+        text_teacher: Registered text encoder whose input embedding is copied.
+        modalities: ``("audio", "text")``, ``("audio",)`` or ``("text",)``.
+        fusion: ``"early"`` (cross → self, the paper's choice) or ``"late"`` (self → cross).
+        cross_kv: Keys/values of the cross blocks: ``"input"`` = the other modality's fixed input to the cross
+            module (its ``d``-dim embedding for early fusion, its self-attention output for late fusion);
+            ``"lockstep"`` = the other stream's previous cross-block output.
+        dim: Model size ``d``.
+        num_heads: Attention heads.
+        ffn_dim: FFN inner size ``m``.
+        num_cross: Cross-attention blocks per modality (ignored for unimodal students).
+        num_self: Self-attention blocks per modality (unimodal: 3, or 6 to keep the depth).
+        dropout: Block dropout (attention, FFN, residual).
+        kernel_size: Conv reducer kernel (odd; padding keeps the length).
+        conv_bias: Bias on the conv reducer.
+        positions: Add sinusoidal positions after the conv.
+        num_classes: Classes ``C``.
+        temperature: ``kappa`` dividing F's outputs before the softmax.
+        shared_head: One classifier F for all modalities (else one per modality).
+        with_head: Build the classifier (``False`` for Stage-1 distillation).
+        freeze_embedding: Freeze the copied embeddings (ablation of A6).
+        teacher_weights: ``"auto"`` (the encoders' resolution order) or ``"random"`` (named architectures,
+            random init). On the meta device the named architectures are always used and nothing is loaded.
+        allow_random: Let ``"auto"`` fall back to random init (with a warning).
+    """
+
+    def __init__(
+        self,
+        audio_teacher: str = "facebook/wav2vec2-base",
+        text_teacher: str = "bert-base-uncased",
+        modalities: tuple[str, ...] | list[str] = _MODALITIES,
+        fusion: str = "early",
+        cross_kv: str = "input",
+        dim: int = 32,
+        num_heads: int = 2,
+        ffn_dim: int = 128,
+        num_cross: int = 3,
+        num_self: int = 3,
+        dropout: float = 0.1,
+        kernel_size: int = 1,
+        conv_bias: bool = False,
+        positions: bool = True,
+        num_classes: int = 4,
+        temperature: float = 0.05,
+        shared_head: bool = True,
+        with_head: bool = True,
+        freeze_embedding: bool = False,
+        teacher_weights: str = "auto",
+        allow_random: bool = True,
+        _fast: bool = False,
+    ) -> None:
+        super().__init__()
+        mods = tuple(modalities)
+        if not mods or len(set(mods)) != len(mods) or any(m not in _MODALITIES for m in mods):
+            raise ValueError(f"modalities must be 'audio', 'text' or both, got {modalities!r}")
+        if fusion not in ("early", "late"):
+            raise ValueError(f"fusion must be 'early' or 'late', got {fusion!r}")
+        if cross_kv not in ("input", "lockstep"):
+            raise ValueError(f"cross_kv must be 'input' or 'lockstep', got {cross_kv!r}")
+        if kernel_size < 1 or kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be a positive odd number (length-preserving), got {kernel_size}")
+        if temperature <= 0:
+            raise ValueError(f"temperature must be positive, got {temperature}")
+        self.config: dict[str, Any] = dict(
+            audio_teacher=audio_teacher,
+            text_teacher=text_teacher,
+            modalities=list(mods),
+            fusion=fusion,
+            cross_kv=cross_kv,
+            dim=dim,
+            num_heads=num_heads,
+            ffn_dim=ffn_dim,
+            num_cross=num_cross,
+            num_self=num_self,
+            dropout=dropout,
+            kernel_size=kernel_size,
+            conv_bias=conv_bias,
+            positions=positions,
+            num_classes=num_classes,
+            temperature=temperature,
+            shared_head=shared_head,
+            with_head=with_head,
+            freeze_embedding=freeze_embedding,
+            teacher_weights=teacher_weights,
+            allow_random=allow_random,
+        )
+        self.modalities = mods  # type: ignore[misc]  # instance-level: this model's variant
+        self.fusion, self.cross_kv, self.temperature = fusion, cross_kv, temperature
+        meta = torch.get_default_device().type == "meta"
+        weights = "random" if meta else teacher_weights
+        names = {"audio": audio_teacher, "text": text_teacher}
+        n_cross = num_cross if len(mods) > 1 else 0
+        per_head = with_head and not shared_head
+        branches, provenance = {}, {}
+        for m in mods:
+            teacher = build_teacher(names[m], weights, allow_random, fast=_fast or meta)
+            if teacher.modality != m:
+                raise ValueError(f"{m}_teacher {names[m]!r} is a {teacher.modality} encoder")
+            branches[m] = _Branch(teacher, self.config, n_cross, per_head)
+            provenance[m] = teacher.provenance.to_dict()
+            del teacher
+        #: Where each copied embedding's weights came from (the teachers' provenance).
+        self.teacher_provenance: dict[str, dict[str, Any]] = provenance
+        if meta:
+            branches = {m: b.to("meta") for m, b in branches.items()}
+        self.branches = nn.ModuleDict(branches)
+        self.head = ClassifierHead(dim, num_classes) if with_head and shared_head else None
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> CMDStudent:
+        """Rebuild the architecture from :attr:`config`; a state dict then restores every weight.
+
+        No real weights are needed: teachers that would resolve to random init are built without initialising
+        (and without warnings). A teacher that resolves to real (or stand-in) weights on this machine is loaded
+        so that its architecture matches the one the checkpoint was trained with.
+        """
+        cfg = {**config, "allow_random": True}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return cls(**cfg, _fast=True)
+
+    def branch(self, modality: str) -> _Branch:
+        """The branch (embedding, conv, blocks) of one modality."""
+        return cast(_Branch, self.branches[modality])
+
+    def branch_parameters(self) -> dict[str, int]:
+        """Parameters per modality branch (embedding + conv + blocks [+ own head]) and of the shared head."""
+        counts = {m: sum(p.numel() for p in b.parameters()) for m, b in self.branches.items()}
+        if self.head is not None:
+            counts["head"] = sum(p.numel() for p in self.head.parameters())
+        return counts
+
+    def _cross(self, h: dict[str, Tensor], masks: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Cross-attention module: each stream queries the other (MulT-style fixed K/V, or lock-step)."""
+        if len(self.modalities) < 2:
+            return h
+        a, t = self.modalities
+        other = {a: t, t: a}
+        kv = dict(h)  # fixed keys/values: the input of the cross module
+        q = dict(h)
+        for i in range(len(self.branch(a).cross)):
+            src = q if self.cross_kv == "lockstep" else kv
+            q = {m: self.branch(m).cross[i](q[m], src[other[m]], src[other[m]], masks[m], masks[other[m]]) for m in q}
+        return q
+
+    def forward(self, batch: dict[str, Any]) -> ModelOutput:
+        """Run the student.
+
+        Args:
+            batch: ``batch[<modality>]`` = the teacher encoder's ``preprocess`` dict for each modality.
+
+        Returns:
+            ``hidden[m] (B, T_m, d)`` (zero at padding), ``masks[m] (B, T_m)``, ``pooled[m] (B, d)`` and, with a
+            head, ``modality_logits[m] (B, C)`` (raw F outputs), ``probs (B, C)`` (mean of the per-modality
+            softmaxes at temperature ``kappa``) and ``logits = log(probs)``.
+        """
+        h, masks = {}, {}
+        for m in self.modalities:
+            if m not in batch:
+                raise KeyError(f"CMD student needs batch[{m!r}] (the {m} teacher's preprocess output)")
+            h[m], masks[m] = self.branch(m).embed(batch[m])  # (B, T_m, d)
+        if self.fusion == "early":
+            h = self._cross(h, masks)
+            h = {m: self.branch(m).self_attend(h[m], masks[m]) for m in self.modalities}
+        else:
+            h = {m: self.branch(m).self_attend(h[m], masks[m]) for m in self.modalities}
+            h = self._cross(h, masks)
+        hidden = {m: h[m] * masks[m].unsqueeze(-1).to(h[m].dtype) for m in self.modalities}
+        pooled = {m: masked_mean(h[m], masks[m]) for m in self.modalities}  # (B, d)
+        out = ModelOutput(hidden=hidden, masks=masks, pooled=pooled)
+        if self.config["with_head"]:
+            for m in self.modalities:
+                head = self.head if self.head is not None else self.branch(m).head
+                assert head is not None
+                out.modality_logits[m] = head(pooled[m])  # (B, C)
+            # log(mean_m softmax(z_m / kappa)), computed stably: logsumexp_m log_softmax(z_m / kappa) - log M
+            logp = torch.stack([(z / self.temperature).log_softmax(-1) for z in out.modality_logits.values()])
+            out.logits = torch.logsumexp(logp, dim=0) - math.log(len(self.modalities))  # (B, C)
+            out.probs = out.logits.exp()  # (B, C), rows sum to 1
+        return out
+
+
+def _build(defaults: dict[str, Any], overrides: dict[str, Any]) -> CMDStudent:
+    return CMDStudent(**{**defaults, **overrides})
+
+
+@register_model
+def cmd_student(**kwargs: Any) -> CMDStudent:
+    """CMD student, early fusion (cross → self), wav2vec2-base + bert-base-uncased embeddings."""
+    return _build(dict(modalities=("audio", "text"), fusion="early"), kwargs)
+
+
+@register_model
+def cmd_student_late(**kwargs: Any) -> CMDStudent:
+    """CMD student, late fusion (self → cross)."""
+    return _build(dict(modalities=("audio", "text"), fusion="late"), kwargs)
+
+
+@register_model
+def cmd_student_audio(**kwargs: Any) -> CMDStudent:
+    """Unimodal audio student ("wav2 + distill"): embedding → conv → self-attention blocks only."""
+    return _build(dict(modalities=("audio",)), kwargs)
+
+
+@register_model
+def cmd_student_text(**kwargs: Any) -> CMDStudent:
+    """Unimodal text student ("bert + distill"): embedding → conv → self-attention blocks only."""
+    return _build(dict(modalities=("text",)), kwargs)

@@ -1,0 +1,94 @@
+"""Every registered model (timm-style): builds from a tiny config, runs forward + backward, rebuilds from its config."""
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import warnings  # noqa: E402
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from emofuse.encoders import create_encoder  # noqa: E402
+from emofuse.models import EmotionModel, ModelOutput, create_model, get_model_entry, list_models  # noqa: E402
+
+# tiny overrides by name prefix (longest match wins); models not listed are built with their defaults
+TINY = {
+    "cmd_student": dict(audio_teacher="tiny-wav2vec2", text_teacher="tiny-bert"),
+    "mult": dict(audio_dim=8, text_dim=12, dim=10, num_heads=2, num_layers=2),
+    "probe": dict(input_dim=12),
+}
+B = 2
+
+
+def tiny_kwargs(name):
+    keys = [k for k in TINY if name.startswith(k)]
+    return dict(TINY[max(keys, key=len)]) if keys else {}
+
+
+def quiet(fn, *args, **kwargs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return fn(*args, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def batch():
+    audio = quiet(create_encoder, "tiny-wav2vec2", allow_random=True)
+    text = quiet(create_encoder, "tiny-bert", allow_random=True)
+    g = torch.Generator().manual_seed(0)
+    waves = [0.1 * torch.randn(n, generator=g) for n in (8000, 5000)]
+    dims = {"audio": 8, "text": 12}
+    lengths = {"audio": torch.tensor([6, 4]), "text": torch.tensor([5, 3])}
+    features = {}
+    for m, d in dims.items():
+        t = int(lengths[m].max())
+        features[m] = torch.randn(B, t, d, generator=g)
+        features[f"{m}_mask"] = torch.arange(t)[None] < lengths[m][:, None]
+    return {
+        "ids": ["u0", "u1"],
+        "labels": torch.tensor([0, 3]),
+        "audio": audio.preprocess(waves),
+        "text": text.preprocess(["what a day", "no"]),
+        "features": features,
+    }
+
+
+def test_registry_is_populated():
+    names = list_models()
+    for required in ("cmd_student", "cmd_student_late", "cmd_student_audio", "cmd_student_text"):
+        assert required in names
+    for required in ("mult", "mult_audio", "mult_text", "probe"):
+        assert required in names
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_forward_backward(name, batch):
+    torch.manual_seed(0)
+    model = quiet(create_model, name, **tiny_kwargs(name))
+    assert isinstance(model, EmotionModel) and model.model_name == name
+    model.train()
+    out = model(batch)
+    assert isinstance(out, ModelOutput)
+    assert out.logits is not None and out.logits.shape[0] == B and out.logits.ndim == 2
+    assert torch.isfinite(out.logits).all()
+    assert torch.allclose(out.probs.sum(-1), torch.ones(B), atol=1e-5)
+    for m, h in out.hidden.items():
+        assert h.shape[:2] == out.masks[m].shape
+    torch.nn.functional.cross_entropy(out.logits, batch["labels"]).backward()
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    assert trainable
+    missing = [n for n, p in trainable if p.grad is None]
+    assert not missing, f"no gradient for {missing[:5]}"
+    counts = model.branch_parameters()
+    assert sum(counts.values()) == model.num_parameters()
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_rebuild_from_config(name, batch):
+    model = quiet(create_model, name, **tiny_kwargs(name)).eval()
+    rebuilt = quiet(get_model_entry(name), **model.config)
+    rebuilt.load_state_dict(model.state_dict())
+    rebuilt.eval()
+    assert rebuilt.config == model.config
+    assert torch.allclose(rebuilt(batch).logits, model(batch).logits, atol=1e-5)
