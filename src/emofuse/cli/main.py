@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from emofuse import __version__
-from emofuse.cli import data, doctor, models
+from emofuse.cli import data, doctor, extract, models
 
 __all__ = ["app", "main"]
 
@@ -38,6 +38,7 @@ app.command("prepare")(data.prepare_cmd)
 app.command("validate")(data.validate)
 app.command("folds")(data.folds)
 app.command("models")(models.models)
+app.command("extract")(extract.extract)
 
 
 def main() -> None:
