@@ -1,1 +1,7 @@
 """Training objectives: a Task wraps a model (and frozen teachers / projection heads) and owns its losses."""
+
+from emofuse.tasks.base import Task, TaskError
+from emofuse.tasks.classification import ClassificationTask
+from emofuse.tasks.distillation import DistillationTask
+
+__all__ = ["ClassificationTask", "DistillationTask", "Task", "TaskError"]
