@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from emofuse import __version__
-from emofuse.cli import data, doctor, extract, models
+from emofuse.cli import data, doctor, extract, models, transcribe
 
 __all__ = ["app", "main"]
 
@@ -39,6 +39,7 @@ app.command("validate")(data.validate)
 app.command("folds")(data.folds)
 app.command("models")(models.models)
 app.command("extract")(extract.extract)
+app.command("transcribe")(transcribe.transcribe)
 
 
 def main() -> None:

@@ -1,0 +1,1 @@
+"""Inference: run trained models and off-the-shelf recognisers on audio (no training code, no Lightning)."""
