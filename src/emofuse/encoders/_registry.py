@@ -97,10 +97,16 @@ _PACKAGED: dict[str, tuple[Callable[[], Path | None], str]] = {}
 
 def register_encoder(spec: EncoderSpec) -> EncoderSpec:
     """Add an encoder to the registry."""
-    if spec.name in _ENCODERS and _ENCODERS[spec.name] is not spec:
-        raise ValueError(f"encoder {spec.name!r} is already registered")
+    old = _ENCODERS.get(spec.name)
+    if old is not None and old is not spec and _origin(old.builder) != _origin(spec.builder):
+        raise ValueError(f"encoder {spec.name!r} is already registered (by {_origin(old.builder)})")
     _ENCODERS[spec.name] = spec
     return spec
+
+
+def _origin(fn: Callable[..., Any]) -> str:
+    # The same module imported twice (e.g. by a doctest runner) re-registers the same builder: allowed.
+    return f"{getattr(fn, '__module__', '').rsplit('.', 1)[-1]}.{getattr(fn, '__qualname__', repr(fn))}"
 
 
 def register_packaged(name: str, locate: Callable[[], Path | None], description: str = "") -> None:

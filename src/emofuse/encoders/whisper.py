@@ -374,5 +374,6 @@ for _name, _arch in _ARCHS.items():
             packaged=_arch.packaged,
             hf_id=None if _arch.tiny else _name,
             description=_describe(_name, _arch),
+            test_only=_arch.tiny,
         )
     )

@@ -20,8 +20,9 @@ def register_model(fn: F) -> F:
     The function takes keyword overrides, merges them over its defaults and returns the model.
     """
     name = fn.__name__
-    if name in _MODELS and _MODELS[name] is not fn:
-        raise ValueError(f"model {name!r} is already registered")
+    old = _MODELS.get(name)
+    if old is not None and old is not fn and old.__module__.rsplit(".", 1)[-1] != fn.__module__.rsplit(".", 1)[-1]:
+        raise ValueError(f"model {name!r} is already registered (by {old.__module__})")
     _MODELS[name] = fn
     return fn
 
