@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from emofuse import __version__
-from emofuse.cli import data, doctor, extract, models, transcribe
+from emofuse.cli import data, doctor, extract, models, train, transcribe
 
 __all__ = ["app", "main"]
 
@@ -37,6 +37,8 @@ app.command("doctor")(doctor.doctor)
 app.command("prepare")(data.prepare_cmd)
 app.command("validate")(data.validate)
 app.command("folds")(data.folds)
+app.command("train")(train.train)
+app.command("evaluate")(train.evaluate)
 app.command("models")(models.models)
 app.command("extract")(extract.extract)
 app.command("transcribe")(transcribe.transcribe)

@@ -10,13 +10,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 __all__ = [
     "DataConfig",
+    "EncodersConfig",
+    "EvalConfig",
     "ExperimentConfig",
     "ModelConfig",
     "OptimConfig",
+    "StageConfig",
     "TrainerConfig",
     "model_options_schema",
     "register_model_options",
@@ -106,6 +109,12 @@ class OptimConfig(_Section):
         momentum: SGD momentum.
         scheduler: ``none``, ``warmup_linear``, ``warmup_cosine`` or ``plateau``.
         warmup_epochs: Epochs of linear warm-up.
+        decay: ``warmup_linear``: learning-rate factor per epoch after the warm-up (CMD's "decreased
+            by 0.1 per epoch" read as ×0.9, spec ``cmd.md`` A3).
+        min_lr: ``warmup_cosine``: learning rate at the last epoch.
+        plateau_factor: ``plateau``: factor applied when the monitored value stops improving.
+        plateau_patience: ``plateau``: epochs without improvement before reducing.
+        betas: Adam / AdamW betas.
     """
 
     name: Literal["adam", "adamw", "sgd"] = "adam"
@@ -114,6 +123,15 @@ class OptimConfig(_Section):
     momentum: float = Field(default=0.9, ge=0, lt=1)
     scheduler: Literal["none", "warmup_linear", "warmup_cosine", "plateau"] = "none"
     warmup_epochs: int = Field(default=0, ge=0)
+    decay: float = Field(default=0.9, gt=0, le=1)
+    min_lr: float = Field(default=0.0, ge=0)
+    plateau_factor: float = Field(default=0.1, gt=0, lt=1)
+    plateau_patience: int = Field(default=2, ge=0)
+    betas: tuple[float, float] = (0.9, 0.999)
+
+
+LoggerName = Literal["csv", "tensorboard", "mlflow"]
+_DEFAULT_LOGGERS: tuple[LoggerName, ...] = ("csv",)
 
 
 class TrainerConfig(_Section):
@@ -130,6 +148,16 @@ class TrainerConfig(_Section):
         precision: Lightning precision string.
         deterministic: Deterministic kernels.
         gradient_clip_val: Gradient clipping (``None``: off).
+        monitor_mode: ``min``, ``max``, or ``auto`` (``min`` when the monitored name contains "loss").
+        logger: Loggers: ``csv`` (default), ``tensorboard``, ``mlflow``; ``none`` or ``[]`` for none.
+        progress_bar: Show the rich progress bar.
+        log_every_n_steps: Logging interval in steps.
+        accumulate_grad_batches: Gradient accumulation.
+        limit_train_batches: Lightning's ``limit_train_batches`` (smoke tests; ``None``: all).
+        limit_val_batches: Lightning's ``limit_val_batches`` (``None``: all).
+        num_sanity_val_steps: Validation batches run before training as a sanity check.
+        find_unused_parameters: DDP ``find_unused_parameters`` (needed when part of the model gets no
+            gradient, e.g. a classifier during distillation).
     """
 
     max_epochs: int = Field(default=50, gt=0)
@@ -142,6 +170,111 @@ class TrainerConfig(_Section):
     precision: str = "32-true"
     deterministic: bool = False
     gradient_clip_val: float | None = None
+    monitor_mode: Literal["auto", "min", "max"] = "auto"
+    logger: list[LoggerName] = Field(default_factory=lambda: list(_DEFAULT_LOGGERS))
+    progress_bar: bool = True
+    log_every_n_steps: int = Field(default=50, gt=0)
+    accumulate_grad_batches: int = Field(default=1, gt=0)
+    limit_train_batches: int | float | None = None
+    limit_val_batches: int | float | None = None
+    num_sanity_val_steps: int = Field(default=0, ge=-1)
+    find_unused_parameters: bool = True
+
+    @field_validator("logger", mode="before")
+    @classmethod
+    def _logger_list(cls, v: Any) -> Any:
+        if v is None or v == "none":
+            return []
+        return [v] if isinstance(v, str) else v
+
+
+_STAGE_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+
+
+class StageConfig(_Section):
+    """One training stage (CMD: ``distill`` then ``finetune``); settings override the top-level sections.
+
+    Attributes:
+        name: Stage name, also the folder of its checkpoints (``RUN/<fold>/seed<k>/<name>/``).
+        task: Objective: ``distill`` (contrastive distillation), ``classify`` / ``finetune`` (cross-entropy).
+        task_options: Keyword options of the task (``temperature``, ``time_axis``, ``loss``, ...).
+        model: Overrides of the model's options for this stage (e.g. ``with_head: false`` to distil).
+        optim: Overrides of the top-level ``optim`` section.
+        trainer: Overrides of the top-level ``trainer`` section (``max_epochs``, ``monitor``, ...).
+        init: ``previous``: start from the best checkpoint of the previous stage (missing keys, such as
+            a new classifier head, keep their fresh initialisation); ``none``: fresh model.
+    """
+
+    name: str = Field(default="train", pattern=_STAGE_NAME)
+    task: str = "classify"
+    task_options: dict[str, Any] = Field(default_factory=dict)
+    model: dict[str, Any] = Field(default_factory=dict)
+    optim: dict[str, Any] = Field(default_factory=dict)
+    trainer: dict[str, Any] = Field(default_factory=dict)
+    init: Literal["previous", "none"] = "previous"
+
+    @model_validator(mode="after")
+    def _check_overrides(self) -> StageConfig:
+        for section, schema in (("optim", OptimConfig), ("trainer", TrainerConfig)):
+            unknown = sorted(set(getattr(self, section)) - set(schema.model_fields))
+            if unknown:
+                allowed = ", ".join(schema.model_fields)
+                raise ValueError(f"stage {self.name!r}: unknown {section} key(s) {unknown}; allowed: {allowed}")
+        return self
+
+    def resolve(self, optim: OptimConfig, trainer: TrainerConfig) -> tuple[OptimConfig, TrainerConfig]:
+        """The stage's optimiser and trainer settings: top-level sections with this stage's overrides."""
+        return (
+            OptimConfig.model_validate({**optim.model_dump(), **self.optim}),
+            TrainerConfig.model_validate({**trainer.model_dump(), **self.trainer}),
+        )
+
+
+class EncodersConfig(_Section):
+    """Encoders that turn raw audio / text into model inputs and cached teacher states.
+
+    Attributes:
+        audio: Audio encoder name (``None``: the model's ``audio_teacher`` option, if it has one).
+        text: Text encoder name (``None``: the model's ``text_teacher`` option, if it has one).
+        inputs: ``raw``: ``batch[m]`` is the encoder's ``preprocess`` output (students that embed raw
+            input, CMD); ``features``: ``batch["features"][m]`` holds cached encoder states (frozen-feature
+            baselines: MulT, probes).
+        cache_dir: Feature cache root (``None``: ``features/`` next to the manifest). Missing features
+            are extracted once, resumably.
+        audio_layer: Hidden layer of the audio encoder (``None``: last).
+        text_layer: Hidden layer of the text encoder (``None``: last).
+        max_duration: Cut audio to this many seconds (``None``: never).
+        trim_silence: Trim leading / trailing silence when loading audio.
+        allow_random: Allow random weights when no pretrained weights resolve (loud warning, recorded).
+        extract_batch_size: Utterances per encoder call when extracting.
+    """
+
+    audio: str | None = None
+    text: str | None = None
+    inputs: Literal["raw", "features"] = "raw"
+    cache_dir: Path | None = None
+    audio_layer: int | str | None = None
+    text_layer: int | str | None = None
+    max_duration: float | None = Field(default=None, gt=0)
+    trim_silence: bool = False
+    allow_random: bool = False
+    extract_batch_size: int = Field(default=8, gt=0)
+
+
+class EvalConfig(_Section):
+    """How trained runs are scored.
+
+    Attributes:
+        checkpoint: Which checkpoint scores the test split: ``best`` (monitored value) or ``last``.
+        batch_size: Utterances per batch when scoring (``None``: the data section's batching).
+        save_predictions: Write ``predictions.jsonl`` (id, label, prediction, probabilities).
+        digits: Decimals in ``results.md``.
+    """
+
+    checkpoint: Literal["best", "last"] = "best"
+    batch_size: int | None = Field(default=None, gt=0)
+    save_predictions: bool = True
+    digits: int = Field(default=4, ge=0, le=8)
 
 
 class ExperimentConfig(_Section):
@@ -155,6 +288,9 @@ class ExperimentConfig(_Section):
         model: Model section.
         optim: Optimiser section.
         trainer: Trainer section.
+        stages: Training stages run in order (empty: one ``classify`` stage named ``train``).
+        encoders: Encoders and the feature cache.
+        eval: Scoring of trained runs.
     """
 
     name: str = "experiment"
@@ -164,6 +300,27 @@ class ExperimentConfig(_Section):
     model: ModelConfig = Field(default_factory=ModelConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
+    stages: list[StageConfig] = Field(default_factory=list)
+    encoders: EncodersConfig = Field(default_factory=EncodersConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+
+    @model_validator(mode="after")
+    def _check_stages(self) -> ExperimentConfig:
+        names = [s.name for s in self.stages]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"stage names must be unique, got {names}")
+        for stage in self.stages:
+            try:
+                stage.resolve(self.optim, self.trainer)  # bad merged values fail here, at load time
+            except ValidationError as e:
+                bad = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())
+                raise ValueError(f"stage {stage.name!r}: {bad}") from None
+        return self
+
+    def resolved_stages(self) -> list[StageConfig]:
+        """The stages to run: :attr:`stages`, or one ``classify`` stage named ``train``."""
+        return list(self.stages) if self.stages else [StageConfig()]
 
     @field_validator("seeds")
     @classmethod

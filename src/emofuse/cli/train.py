@@ -1,0 +1,93 @@
+"""``emofuse train`` (folds × seeds into a resumable run folder) and ``emofuse evaluate`` (score it elsewhere)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from emofuse.cli._common import console, err_console, handle_errors, print_json
+
+__all__ = ["evaluate", "train"]
+
+
+def _summary_table(doc: dict[str, Any], title: str) -> Table:
+    from emofuse.metrics import format_mean_std
+
+    agg = doc.get("aggregate", {})
+    t = Table(title=title)
+    t.add_column("metric")
+    t.add_column("mean (std)", justify="right")
+    rows: list[tuple[str, tuple[str, ...]]] = [("MulT macro-F1", ("mult_f1", "macro"))]
+    rows += [(f"F1 {c} (MulT)", ("mult_f1", "per_class", c)) for c in doc.get("classes", [])]
+    rows += [("WA", ("wa",)), ("UA", ("ua",)), ("weighted F1", ("weighted_f1",)), ("macro F1", ("macro_f1",))]
+    for label, path in rows:
+        node: Any = agg
+        for key in path:
+            node = node.get(key, {}) if isinstance(node, dict) else {}
+        if isinstance(node, dict) and "mean" in node:
+            t.add_row(label, format_mean_std(node["mean"], node["std"]))
+    return t
+
+
+@handle_errors
+def train(
+    config: Path = typer.Argument(..., help="Experiment YAML (overrides of the defaults; see configs/)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Run folder (RUN_DIR); an unfinished one is resumed."),
+    set_: list[str] = typer.Option([], "--set", "-s", help="Override a config key: section.key=value (repeatable)."),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Start over: delete RUN_DIR's runs (needed if the config differs)."
+    ),
+    accelerator: str | None = typer.Option(None, "--accelerator", help="cpu, gpu or auto (trainer.accelerator)."),
+    devices: str | None = typer.Option(None, "--devices", help="Device count, or auto (trainer.devices)."),
+    strategy: str | None = typer.Option(None, "--strategy", help="Lightning strategy: auto, ddp, fsdp, ..."),
+    num_nodes: int | None = typer.Option(None, "--num-nodes", min=1, help="Nodes for multi-node training."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or per-run lines."),
+    json_out: bool = typer.Option(False, "--json", help="Print results.json instead of the summary table."),
+) -> None:
+    """Train the config's folds × seeds (and stages), then write RUN_DIR/results.json and results.md."""
+    from emofuse.config import ExperimentConfig, load_config
+    from emofuse.training import run_experiment
+
+    overrides = list(set_)
+    for key, value in (
+        ("accelerator", accelerator),
+        ("devices", devices),
+        ("strategy", strategy),
+        ("num_nodes", num_nodes),
+    ):
+        if value is not None:
+            overrides.append(f"trainer.{key}={value}")
+    cfg: ExperimentConfig = load_config(config, overrides)
+    doc = run_experiment(cfg, out, overrides, overwrite=overwrite, progress=not (quiet or json_out))
+    if doc is None:  # a non-zero DDP rank: rank 0 reports
+        return
+    if json_out:
+        print_json(doc)
+        return
+    console.print(_summary_table(doc, f"{doc['name']}: {doc['n_runs']} run(s)"))
+    console.print(f"wrote {out / 'results.json'} and {out / 'results.md'}", highlight=False)
+
+
+@handle_errors
+def evaluate(
+    run_dir: Path = typer.Argument(..., help="Run folder written by 'emofuse train'."),
+    manifest: Path = typer.Option(..., "--manifest", "-m", help="Prepared manifest to score (same label set)."),
+    out: Path = typer.Option(..., "--out", "-o", help="metrics.json to write."),
+    json_out: bool = typer.Option(False, "--json", help="Print the metrics JSON."),
+) -> None:
+    """Score every finished run of RUN_DIR (its final best checkpoint) on another manifest."""
+    from emofuse.training import evaluate_run
+
+    if not manifest.is_file():
+        raise FileNotFoundError(f"manifest not found: {manifest}")
+    from emofuse.training.components import DefaultComponents
+
+    doc = evaluate_run(run_dir, manifest, out, components=DefaultComponents(progress=not json_out))
+    if json_out:
+        print_json(doc)
+        return
+    console.print(_summary_table(doc, f"{run_dir} on {manifest.name}: {doc['n_runs']} run(s)"))
+    err_console.print(f"wrote {out}", highlight=False)

@@ -1,0 +1,241 @@
+"""Training callbacks: safetensors checkpoints + curves, crash resume, early stopping, progress, loggers.
+
+Every epoch :class:`SafetensorsCheckpoint` writes, into the stage folder and always atomically:
+
+* ``last.safetensors``, and ``best.safetensors`` when the monitored value improved, plus ``model.json``
+  (registered model name, model config, classes, encoder provenance, task settings): enough to
+  rebuild the model without the YAML (:func:`emofuse.models.checkpoint.load_checkpoint`);
+* ``last.ckpt``: Lightning's full state (optimiser, scheduler, loops, callbacks), for an exact resume;
+* ``curves.csv``: one row per epoch (learning rate and every logged epoch value).
+
+:class:`CrashResume` passes ``last.ckpt`` to ``Trainer.fit`` when it exists, so a run killed
+mid-way continues from its last finished epoch.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.callbacks import Checkpoint, EarlyStopping, RichProgressBar
+
+from emofuse.models.base import EmotionModel
+from emofuse.models.checkpoint import save_checkpoint
+from emofuse.training.lit_module import resolve_mode
+from emofuse.utils.io import atomic_write
+from emofuse.utils.optional import MissingDependencyError, is_available
+
+__all__ = [
+    "CrashResume",
+    "SafetensorsCheckpoint",
+    "TrainingInterrupted",
+    "early_stopping",
+    "make_loggers",
+    "progress_bar",
+    "task_model",
+    "write_curves",
+]
+
+LAST_CKPT = "last.ckpt"
+
+
+class TrainingInterrupted(RuntimeError):
+    """Training stopped before it finished (Ctrl-C or a signal); ``last.ckpt`` lets it resume."""
+
+
+def task_model(task: Any) -> EmotionModel:
+    """The model a task trains (``task.model``)."""
+    model = getattr(task, "model", None)
+    if not isinstance(model, EmotionModel):
+        raise TypeError(f"{type(task).__name__} has no .model EmotionModel to checkpoint")
+    return model
+
+
+def write_curves(path: str | Path, rows: Sequence[Mapping[str, Any]], first: Sequence[str] = ("epoch", "lr")) -> None:
+    """Write epoch rows as CSV atomically (columns: ``first``, then the rest sorted)."""
+    keys: list[str] = [k for k in first if any(k in r for r in rows)]
+    keys += sorted({k for r in rows for k in r} - set(keys))
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=keys, lineterminator="\n")
+    writer.writeheader()
+    for r in rows:
+        writer.writerow({k: r.get(k, "") for k in keys})
+    atomic_write(path, buf.getvalue())
+
+
+class SafetensorsCheckpoint(Checkpoint):
+    """Best / last safetensors checkpoints, ``last.ckpt`` and ``curves.csv`` for one stage.
+
+    Args:
+        dirpath: The stage folder.
+        monitor: Logged value to select the best epoch on (e.g. ``val/loss``).
+        mode: ``min``, ``max`` or ``auto``.
+        meta: Static fields for ``model.json`` (classes, encoders, task, stage).
+        get_model: Returns the model to save from the LightningModule (default: ``module.task.model``).
+        save_ckpt: Also write Lightning's ``last.ckpt`` (exact resume).
+    """
+
+    def __init__(
+        self,
+        dirpath: str | Path,
+        monitor: str = "val/loss",
+        mode: str = "auto",
+        meta: Mapping[str, Any] | None = None,
+        get_model: Callable[[L.LightningModule], EmotionModel] | None = None,
+        save_ckpt: bool = True,
+    ) -> None:
+        super().__init__()
+        self.dirpath = Path(dirpath)
+        self.monitor = monitor
+        self.mode = resolve_mode(monitor, mode)
+        self.meta = dict(meta or {})
+        self.get_model = get_model or (lambda module: task_model(module.task))
+        self.save_ckpt = save_ckpt
+        self.best_score: float | None = None
+        self.best_epoch: int | None = None
+        self.history: list[dict[str, Any]] = []
+        self._lr: float | None = None
+
+    @property
+    def state_key(self) -> str:  # noqa: D102
+        return f"SafetensorsCheckpoint[{self.monitor}]"
+
+    def state_dict(self) -> dict[str, Any]:  # noqa: D102
+        return {"best_score": self.best_score, "best_epoch": self.best_epoch, "history": list(self.history)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:  # noqa: D102
+        self.best_score = state_dict.get("best_score")
+        self.best_epoch = state_dict.get("best_epoch")
+        self.history = list(state_dict.get("history", []))
+
+    def _improved(self, value: float) -> bool:
+        if math.isnan(value):
+            return False
+        if self.best_score is None:
+            return True
+        return value < self.best_score if self.mode == "min" else value > self.best_score
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Note the learning rate this epoch trains with (epoch schedulers step before the epoch ends)."""
+        self._lr = float(trainer.optimizers[0].param_groups[0]["lr"]) if trainer.optimizers else None
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Record the epoch's row, then save the checkpoints (rank 0 writes; all ranks wait)."""
+        if trainer.sanity_checking or getattr(trainer, "fast_dev_run", False):
+            return
+        epoch = trainer.current_epoch
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if getattr(v, "numel", lambda: 1)() == 1}
+        row: dict[str, Any] = {"epoch": epoch}
+        if self._lr is not None:
+            row["lr"] = self._lr
+        row.update(metrics)
+        self.history = [r for r in self.history if r["epoch"] < epoch] + [row]
+        if self.monitor not in metrics:
+            raise ValueError(
+                f"checkpoint monitor {self.monitor!r} was not logged in epoch {epoch}; logged values: "
+                f"{', '.join(sorted(metrics)) or 'none'} (set trainer.monitor to one of them)"
+            )
+        value = metrics[self.monitor]
+        improved = self._improved(value)
+        if improved:
+            self.best_score, self.best_epoch = value, epoch
+        self.dirpath.mkdir(parents=True, exist_ok=True)
+        if trainer.is_global_zero:
+            model = self.get_model(pl_module)
+            info = {**self.meta, "monitor": self.monitor, "global_step": trainer.global_step}
+            save_checkpoint(model, self.dirpath / "last.safetensors", {**info, "epoch": epoch, "score": value})
+            if improved:
+                save_checkpoint(model, self.dirpath / "best.safetensors", {**info, "epoch": epoch, "score": value})
+            write_curves(self.dirpath / "curves.csv", self.history)
+        if self.save_ckpt:
+            tmp = self.dirpath / f".{LAST_CKPT}.tmp"
+            trainer.save_checkpoint(tmp)  # every rank calls it; the strategy writes on rank 0
+            if trainer.is_global_zero:
+                os.replace(tmp, self.dirpath / LAST_CKPT)
+        trainer.strategy.barrier("emofuse.checkpoint")
+
+
+class CrashResume:
+    """Fit from the stage folder's ``last.ckpt`` when a previous attempt left one.
+
+    Args:
+        dirpath: The stage folder.
+    """
+
+    def __init__(self, dirpath: str | Path) -> None:
+        self.dirpath = Path(dirpath)
+
+    @property
+    def ckpt_path(self) -> Path | None:
+        """``last.ckpt`` if present."""
+        path = self.dirpath / LAST_CKPT
+        return path if path.is_file() else None
+
+    def fit(self, trainer: L.Trainer, module: L.LightningModule, datamodule: L.LightningDataModule) -> bool:
+        """``trainer.fit``, resuming when possible.
+
+        Returns:
+            Whether the fit resumed from ``last.ckpt``.
+
+        Raises:
+            TrainingInterrupted: The fit was interrupted (Lightning swallows Ctrl-C and returns).
+        """
+        ckpt = self.ckpt_path
+        trainer.fit(module, datamodule=datamodule, ckpt_path=str(ckpt) if ckpt else None)
+        if trainer.interrupted:
+            raise TrainingInterrupted(f"training in {self.dirpath} was interrupted; run again to resume")
+        return ckpt is not None
+
+
+def early_stopping(monitor: str, patience: int | None, mode: str = "auto") -> EarlyStopping | None:
+    """Lightning's early stopping on ``monitor`` (``None`` when ``patience`` is ``None``)."""
+    if patience is None:
+        return None
+    return EarlyStopping(monitor=monitor, patience=patience, mode=resolve_mode(monitor, mode), check_finite=True)
+
+
+def progress_bar() -> RichProgressBar:
+    """A rich progress bar (kept on screen after each epoch)."""
+    return RichProgressBar(leave=False)
+
+
+_LOGGER_PACKAGES = {"tensorboard": ("tensorboard", "tensorboardX"), "mlflow": ("mlflow",)}
+
+
+def make_loggers(names: Sequence[str], save_dir: str | Path, run_name: str = "run") -> list[Any]:
+    """Build Lightning loggers by name (``csv``, ``tensorboard``, ``mlflow``) writing under ``save_dir``.
+
+    Raises:
+        MissingDependencyError: A requested logger's package is not installed (the message names it).
+    """
+    from lightning.pytorch import loggers
+
+    save_dir = Path(save_dir)
+    out: list[Any] = []
+    for name in names:
+        for pkg in _LOGGER_PACKAGES.get(name, ()):
+            if is_available(pkg):
+                break
+        else:
+            if name in _LOGGER_PACKAGES:
+                wanted = " or ".join(_LOGGER_PACKAGES[name])
+                raise MissingDependencyError(
+                    f"trainer.logger {name!r} needs the {wanted!r} package, which is not installed: "
+                    f"pip install {_LOGGER_PACKAGES[name][0]}"
+                )
+        if name == "csv":
+            out.append(loggers.CSVLogger(save_dir, name="logs"))  # version_<n> per attempt: resumes keep old logs
+        elif name == "tensorboard":
+            out.append(loggers.TensorBoardLogger(save_dir, name="tensorboard"))
+        elif name == "mlflow":
+            uri = (save_dir / "mlruns").resolve().as_uri()
+            out.append(loggers.MLFlowLogger(experiment_name="emofuse", run_name=run_name, tracking_uri=uri))
+        else:
+            raise ValueError(f"unknown logger {name!r}; use csv, tensorboard or mlflow")
+    return out

@@ -1,0 +1,254 @@
+"""How the runner turns a config into a model, a task and datasets (replaceable, e.g. by tests).
+
+:class:`Components` is the seam between the training engine and the rest of the library. The
+default implementation builds:
+
+* the **model** with :func:`emofuse.models.create_model` from ``model.name`` and its options (plus the
+  stage's ``model`` overrides; ``num_classes`` defaults to the number of classes);
+* the **datasets** as :class:`~emofuse.pipeline.MultimodalDataset`: with ``encoders.inputs: raw`` the
+  encoders' ``preprocess`` fills ``batch[m]`` (students that embed raw input, CMD); with
+  ``features`` the feature cache fills ``batch["features"][m]`` (MulT, probes); a ``distill`` stage
+  also gets the cached teacher states in ``batch["teacher"]``. Missing caches are extracted once
+  (resumable) by rank 0; other ranks wait for them;
+* the **task**: ``distill`` → :class:`~emofuse.tasks.distillation.DistillationTask` (teacher sizes read
+  from the cache), ``classify`` / ``finetune`` → :class:`~emofuse.tasks.classification.ClassificationTask`.
+
+Encoders are built once per process and shared by every fold, seed and stage.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+from torch.utils.data import Dataset
+
+from emofuse.config.schema import ExperimentConfig, StageConfig
+from emofuse.data.manifest import Utterance
+from emofuse.models import create_model
+from emofuse.models.base import EmotionModel
+from emofuse.models.checkpoint import find_checkpoint, load_weights
+
+__all__ = ["Components", "DefaultComponents", "is_launcher_rank_zero"]
+
+_MODALITIES = ("audio", "text")
+_WAIT_S = 24 * 3600.0
+
+
+def is_launcher_rank_zero() -> bool:
+    """True unless the environment says this is a non-zero DDP rank (torchrun, SLURM, Lightning children)."""
+    for var in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK"):
+        value = os.environ.get(var)
+        if value not in (None, "", "0"):
+            return False
+    return True
+
+
+class Components:
+    """Builders the runner calls; subclass to plug in other models, tasks or data."""
+
+    def prepare(self, cfg: ExperimentConfig, records: Sequence[Utterance]) -> None:
+        """Once per experiment, before any run (e.g. extract missing features)."""
+
+    def model(self, cfg: ExperimentConfig, stage: StageConfig, classes: Sequence[str]) -> EmotionModel:
+        """A fresh model for ``stage``."""
+        raise NotImplementedError
+
+    def dataset(
+        self,
+        cfg: ExperimentConfig,
+        stage: StageConfig,
+        model: EmotionModel,
+        records: list[Utterance],
+        classes: Sequence[str],
+        split: str,
+    ) -> Dataset:
+        """The dataset of ``records`` (one split) with a ``collate`` method and, ideally, ``lengths()``."""
+        raise NotImplementedError
+
+    def task(
+        self, cfg: ExperimentConfig, stage: StageConfig, model: EmotionModel, classes: Sequence[str], train: Dataset
+    ) -> nn.Module:
+        """The objective of ``stage`` around ``model``."""
+        raise NotImplementedError
+
+    def provenance(self) -> dict[str, Any]:
+        """Which encoder weights ran (written into ``env.json``, ``model.json`` and the results)."""
+        return {}
+
+
+class DefaultComponents(Components):
+    """The library's models, tasks and :class:`~emofuse.pipeline.MultimodalDataset` (see the module docstring).
+
+    Args:
+        progress: Show progress bars while extracting features.
+    """
+
+    def __init__(self, progress: bool = True) -> None:
+        self.progress = progress
+        self._encoders: dict[tuple[Any, ...], Any] = {}
+        self._stores: dict[tuple[Any, ...], Any] = {}
+        self._provenance: dict[str, Any] = {}
+
+    # ---------------------------------------------------------------------------------- model
+
+    def model(self, cfg: ExperimentConfig, stage: StageConfig, classes: Sequence[str]) -> EmotionModel:  # noqa: D102
+        options = {"num_classes": len(classes), **cfg.model.options, **stage.model}
+        model = create_model(cfg.model.name, **options)
+        if cfg.model.pretrained is not None:
+            load_weights(model, find_checkpoint(cfg.model.pretrained), strict=False)
+        prov = getattr(model, "teacher_provenance", None)
+        if isinstance(prov, dict):
+            self._provenance.update({f"embedding.{m}": p for m, p in prov.items()})
+        return model
+
+    # ------------------------------------------------------------------------------- encoders
+
+    def encoder_names(self, cfg: ExperimentConfig, model: EmotionModel) -> dict[str, str]:
+        """Encoder name per modality the model consumes (config first, then the model's own teacher)."""
+        names: dict[str, str] = {}
+        for m in getattr(model, "modalities", ()) or ():
+            if m not in _MODALITIES:
+                continue
+            name = getattr(cfg.encoders, m) or model.config.get(f"{m}_teacher")
+            if name is None and model.config.get("modality") == m:
+                name = model.config.get("encoder")
+            if name is None:
+                raise ValueError(f"no {m} encoder: set encoders.{m} in the config (model {model.model_name!r})")
+            names[m] = str(name)
+        return names
+
+    def encoder(self, cfg: ExperimentConfig, modality: str, name: str) -> Any:
+        """The frozen encoder ``name`` (built once per process)."""
+        from emofuse.encoders import create_encoder
+
+        layer = cfg.encoders.audio_layer if modality == "audio" else cfg.encoders.text_layer
+        key = (name, layer, cfg.encoders.allow_random)
+        if key not in self._encoders:
+            enc = create_encoder(name, layer=layer, frozen=True, allow_random=cfg.encoders.allow_random)
+            if enc.modality != modality:
+                raise ValueError(f"encoders.{modality} = {name!r} is a {enc.modality} encoder")
+            self._encoders[key] = enc
+            self._provenance[modality] = enc.provenance.to_dict()
+        return self._encoders[key]
+
+    def cache_root(self, cfg: ExperimentConfig) -> Path:
+        """Feature cache root (``encoders.cache_dir``, default ``features/`` next to the manifest)."""
+        if cfg.encoders.cache_dir is not None:
+            return Path(cfg.encoders.cache_dir)
+        if cfg.data.manifest is None:
+            raise ValueError("data.manifest is not set")
+        return Path(cfg.data.manifest).parent / "features"
+
+    def store(self, cfg: ExperimentConfig, encoder: Any, records: Sequence[Utterance] | None = None) -> Any:
+        """The feature cache of ``encoder``; extracted first (rank 0) when missing and ``records`` are given."""
+        from emofuse.features import FeatureCacheError, FeatureStore, extract_features
+
+        root = self.cache_root(cfg)
+        key = (id(encoder), str(root))
+        if key in self._stores:
+            return self._stores[key]
+        max_duration = cfg.encoders.max_duration
+        deadline = time.monotonic() + _WAIT_S
+        while True:
+            try:
+                store = FeatureStore.for_encoder(root, encoder, max_duration=max_duration)
+                break
+            except FeatureCacheError:
+                if records is None:
+                    raise
+                if is_launcher_rank_zero():
+                    manifest = Path(cfg.data.manifest) if cfg.data.manifest is not None else None
+                    store = extract_features(
+                        list(records),
+                        encoder,
+                        root,
+                        batch_size=cfg.encoders.extract_batch_size,
+                        progress=self.progress,
+                        root=manifest.parent if manifest is not None else None,
+                        max_duration=max_duration,
+                    )
+                    break
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(5.0)  # another rank is extracting
+        self._stores[key] = store
+        return store
+
+    def prepare(self, cfg: ExperimentConfig, records: Sequence[Utterance]) -> None:
+        """Extract every cache the stages will read (before any training, so DDP ranks never race)."""
+        stages = cfg.resolved_stages()
+        needs_cache = cfg.encoders.inputs == "features" or any(s.task == "distill" for s in stages)
+        if not needs_cache:
+            return
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            probe_model = self.model(cfg, stages[0], _classes_of(records))
+        for m, name in self.encoder_names(cfg, probe_model).items():
+            self.store(cfg, self.encoder(cfg, m, name), records)
+
+    # -------------------------------------------------------------------------------- dataset
+
+    def dataset(  # noqa: D102
+        self,
+        cfg: ExperimentConfig,
+        stage: StageConfig,
+        model: EmotionModel,
+        records: list[Utterance],
+        classes: Sequence[str],
+        split: str,
+    ) -> Dataset:
+        from emofuse.pipeline import MultimodalDataset
+
+        names = self.encoder_names(cfg, model)
+        encoders = {m: self.encoder(cfg, m, n) for m, n in names.items()}
+        raw = cfg.encoders.inputs == "raw"
+        features = {} if raw else {m: self.store(cfg, e) for m, e in encoders.items()}
+        teacher = {m: self.store(cfg, e) for m, e in encoders.items()} if stage.task == "distill" else {}
+        root = Path(cfg.data.manifest).parent if cfg.data.manifest is not None else None
+        return MultimodalDataset(
+            records,
+            list(classes),
+            audio_encoder=encoders.get("audio") if raw else None,
+            text_encoder=encoders.get("text") if raw else None,
+            teacher_stores=teacher,
+            feature_stores=features,
+            trim_silence=cfg.encoders.trim_silence,
+            root=root,
+            sample_rate=cfg.data.sample_rate,
+            max_duration=cfg.encoders.max_duration,
+        )
+
+    # ----------------------------------------------------------------------------------- task
+
+    def task(  # noqa: D102
+        self, cfg: ExperimentConfig, stage: StageConfig, model: EmotionModel, classes: Sequence[str], train: Dataset
+    ) -> nn.Module:
+        options = dict(stage.task_options)
+        if stage.task == "distill":
+            from emofuse.tasks.distillation import DistillationTask
+
+            stores = getattr(train, "teacher_stores", {}) or {}
+            if not stores:
+                raise ValueError(f"stage {stage.name!r} distils, but the dataset has no cached teacher states")
+            options.setdefault("teacher_dims", {m: int(s.output_dim) for m, s in stores.items()})
+            if "dim" in model.config:
+                options.setdefault("student_dims", int(model.config["dim"]))
+            return DistillationTask(model, **options)
+        if stage.task in ("classify", "finetune"):
+            from emofuse.tasks.classification import ClassificationTask
+
+            return ClassificationTask(model, **options)
+        raise ValueError(f"stage {stage.name!r}: unknown task {stage.task!r}; use distill, classify or finetune")
+
+    def provenance(self) -> dict[str, Any]:  # noqa: D102
+        return dict(self._provenance)
+
+
+def _classes_of(records: Sequence[Utterance]) -> list[str]:
+    return sorted({r.label for r in records if r.label is not None})

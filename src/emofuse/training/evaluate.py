@@ -1,0 +1,191 @@
+"""Scoring: predictions of a model on a dataset, their metrics, and ``emofuse evaluate`` on a trained run.
+
+:func:`evaluate_run` rebuilds every finished run's final checkpoint of ``RUN_DIR`` (no YAML needed for
+the model; the run's ``config.yaml`` only says how to build the inputs), predicts another prepared
+manifest with the same label set, and writes per-run metrics plus their mean (std) to ``metrics.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from emofuse.config import load_config
+from emofuse.config.schema import DataConfig, ExperimentConfig
+from emofuse.data.manifest import Utterance, read_manifest
+from emofuse.metrics import aggregate, classification_metrics, mult_f1
+from emofuse.models.base import EmotionModel
+from emofuse.models.checkpoint import load_checkpoint
+from emofuse.training.components import Components, DefaultComponents
+from emofuse.training.datamodule import make_loader
+from emofuse.utils.io import atomic_write, atomic_write_json
+
+__all__ = ["evaluate_run", "finished_runs", "predict", "score", "write_predictions"]
+
+logger = logging.getLogger(__name__)
+_IGNORE = -100
+
+
+def _to(obj: Any, device: torch.device) -> Any:
+    if isinstance(obj, Tensor):
+        return obj.to(device)
+    if isinstance(obj, Mapping):
+        return {k: _to(v, device) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_to(v, device) for v in obj]
+    return obj
+
+
+def predict(
+    model: EmotionModel,
+    dataset: Dataset,
+    data: DataConfig,
+    batch_size: int | None = None,
+    device: str | torch.device = "cpu",
+) -> dict[str, Any]:
+    """Class probabilities of every item, in id order.
+
+    Returns:
+        ``{"ids": [...], "labels": LongTensor (N,) | None, "probs": FloatTensor (N, C)}``.
+
+    Raises:
+        ValueError: The model returns neither probabilities nor logits.
+    """
+    device = torch.device(device)
+    model = model.to(device).eval()
+    ids: list[str] = []
+    labels: list[Tensor] = []
+    probs: list[Tensor] = []
+    with torch.inference_mode():
+        for batch in make_loader(dataset, data, shuffle=False, batch_size=batch_size):
+            out = model(_to(batch, device))
+            if out.probs is not None:
+                p = out.probs
+            elif out.logits is not None:
+                p = out.logits.float().softmax(-1)
+            else:
+                raise ValueError(f"model {model.model_name!r} returned neither probs nor logits: nothing to score")
+            ids += list(batch["ids"])
+            probs.append(p.float().cpu())
+            if "labels" in batch:
+                labels.append(batch["labels"].cpu())
+    order = sorted(range(len(ids)), key=ids.__getitem__)
+    all_probs = torch.cat(probs)[order] if probs else torch.empty(0, 0)
+    all_labels = torch.cat(labels)[order] if labels and len(labels) == len(probs) else None
+    return {"ids": [ids[i] for i in order], "labels": all_labels, "probs": all_probs}
+
+
+def score(predictions: Mapping[str, Any], classes: Sequence[str]) -> dict[str, Any]:
+    """``classification_metrics`` (WA, UA, F1s, confusion, ...) plus ``mult_f1`` of labelled predictions."""
+    labels = predictions["labels"]
+    if labels is None:
+        return {}
+    keep = labels != _IGNORE
+    y = [classes[i] for i in labels[keep].tolist()]
+    p = [classes[i] for i in predictions["probs"][keep].argmax(-1).tolist()]
+    if not y:
+        return {}
+    metrics = classification_metrics(y, p, labels=list(classes))
+    metrics["mult_f1"] = mult_f1(y, p, labels=list(classes))
+    return metrics
+
+
+def write_predictions(path: str | Path, predictions: Mapping[str, Any], classes: Sequence[str]) -> Path:
+    """``predictions.jsonl``: ``{"id", "label", "pred", "probs"}`` per line (``probs`` in class order)."""
+    lines = []
+    labels = predictions["labels"]
+    for i, utt in enumerate(predictions["ids"]):
+        row = predictions["probs"][i]
+        lab = None if labels is None or int(labels[i]) == _IGNORE else classes[int(labels[i])]
+        pred = classes[int(row.argmax())]
+        lines.append(json.dumps({"id": utt, "label": lab, "pred": pred, "probs": [round(float(x), 6) for x in row]}))
+    return atomic_write(path, "".join(line + "\n" for line in lines))
+
+
+def finished_runs(run_dir: str | Path) -> list[tuple[str, int, Path]]:
+    """``(fold, seed, checkpoint)`` of every run of ``run_dir`` with a ``DONE`` marker."""
+    run_dir = Path(run_dir)
+    out = []
+    for done in sorted(run_dir.glob("*/seed*/DONE")):
+        info = json.loads(done.read_text(encoding="utf-8") or "{}")
+        seed_dir = done.parent
+        ckpt = seed_dir / info.get("checkpoint", "")
+        out.append((seed_dir.parent.name, int(seed_dir.name.removeprefix("seed")), ckpt))
+    return out
+
+
+def _device(cfg: ExperimentConfig) -> str:
+    return "cuda" if cfg.trainer.accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available() else "cpu"
+
+
+def evaluate_run(
+    run_dir: str | Path,
+    manifest: str | Path,
+    out: str | Path | None = None,
+    components: Components | None = None,
+) -> dict[str, Any]:
+    """Score every finished run of ``run_dir`` on another prepared manifest with the same labels.
+
+    Args:
+        run_dir: A folder written by ``emofuse train``.
+        manifest: Manifest to score (its labelled records are used).
+        out: ``metrics.json`` to write (``None``: don't write).
+        components: How to build the inputs (default: the library's).
+
+    Returns:
+        ``{"run_dir", "manifest", "classes", "runs": [{"fold", "seed", "checkpoint", "metrics"}], "aggregate"}``.
+
+    Raises:
+        FileNotFoundError: ``run_dir`` has no ``config.yaml`` or no finished runs.
+        ValueError: The manifest's labels are not the model's label set (both sets are named).
+    """
+    run_dir = Path(run_dir)
+    cfg_path = run_dir / "config.yaml"
+    if not cfg_path.is_file():
+        raise FileNotFoundError(f"{run_dir} is not a training run folder (no config.yaml)")
+    cfg: ExperimentConfig = load_config(cfg_path)
+    runs = finished_runs(run_dir)
+    if not runs:
+        raise FileNotFoundError(f"{run_dir} has no finished runs (no <fold>/seed<k>/DONE); train first")
+    records: list[Utterance] = [r for r in read_manifest(manifest) if r.label is not None]
+    if not records:
+        raise ValueError(f"{manifest}: no labelled records to score")
+    components = components or DefaultComponents()
+    stage = cfg.resolved_stages()[-1]
+    results: list[dict[str, Any]] = []
+    classes: list[str] = []
+    found = sorted({r.label for r in records if r.label is not None})
+    for fold, seed, ckpt in runs:
+        model, meta = load_checkpoint(ckpt)
+        classes = [str(c) for c in meta.get("classes") or []]
+        unknown = sorted(set(found) - set(classes))
+        if unknown:
+            raise ValueError(
+                f"{manifest} has labels {found}, but the model of {ckpt} was trained on {classes} "
+                f"(unknown here: {unknown}); prepare it with the same label scheme"
+            )
+        missing = sorted(set(classes) - set(found))
+        if missing:
+            logger.warning("%s has no utterances of classes %s (model classes: %s)", manifest, missing, classes)
+        dataset = components.dataset(cfg, stage, model, records, classes, "test")
+        preds = predict(model, dataset, cfg.data, cfg.eval.batch_size, _device(cfg))
+        results.append({"fold": fold, "seed": seed, "checkpoint": str(ckpt), "metrics": score(preds, classes)})
+    metrics = [r["metrics"] for r in results]
+    doc = {
+        "run_dir": str(run_dir),
+        "manifest": str(manifest),
+        "classes": classes,
+        "n_runs": len(results),
+        "runs": results,
+        "aggregate": aggregate(metrics),
+    }
+    if out is not None:
+        atomic_write_json(out, doc)
+    return doc

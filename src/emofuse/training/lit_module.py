@@ -1,0 +1,286 @@
+"""The LightningModule around a :class:`~emofuse.tasks.base.Task`: steps, logging, metrics, optimiser, schedule.
+
+The task computes the objective (``{"loss", <parts>, "logits"?, "probs"?, "labels"?}``); this module
+only logs every scalar part as ``<split>/<part>``, collects predictions during validation and
+testing, and turns them into ``<split>/wa``, ``ua``, ``macro_f1``, ``weighted_f1`` and ``mult_f1``
+(CMD's MulT-style macro F1) at the end of the epoch, with :mod:`emofuse.metrics`. Under DDP the
+predictions of all ranks are gathered (and de-duplicated by utterance id, since distributed samplers
+repeat a few items) before scoring, so every rank logs the same numbers.
+
+Learning-rate schedules are per epoch (spec ``cmd.md`` §3.4, A3):
+
+* ``warmup_linear``: factor ``(e + 1) / W`` for epochs ``e < W``, then ``decay ** (e - W + 1)``
+  (CMD: W = 10, decay = 0.9, peak 1e-4).
+* ``warmup_cosine``: the same warm-up, then a half cosine from the peak to ``min_lr`` at the last epoch.
+* ``plateau``: ``ReduceLROnPlateau`` on the monitored value.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Literal
+
+import lightning as L
+import torch
+from torch import Tensor, nn
+
+from emofuse.config.schema import OptimConfig
+from emofuse.metrics import classification_metrics, mult_f1
+
+__all__ = ["TaskModule", "build_optimizer", "build_scheduler", "lr_factor", "resolve_mode"]
+
+_OUTPUT_KEYS = ("logits", "probs", "labels")
+_IGNORE = -100
+
+
+def resolve_mode(monitor: str, mode: str = "auto") -> str:
+    """``min`` or ``max`` for a monitored name (``auto``: ``min`` for losses, else ``max``)."""
+    if mode in ("min", "max"):
+        return mode
+    return "min" if "loss" in monitor.split("/")[-1] else "max"
+
+
+def lr_factor(optim: OptimConfig, max_epochs: int) -> Callable[[int], float]:
+    """The per-epoch learning-rate multiplier of the ``warmup_linear`` / ``warmup_cosine`` / ``none`` schedules.
+
+    Example:
+        >>> f = lr_factor(OptimConfig(scheduler="warmup_linear", warmup_epochs=2, decay=0.5), 10)
+        >>> [f(e) for e in range(5)]
+        [0.5, 1.0, 0.5, 0.25, 0.125]
+    """
+    warm = optim.warmup_epochs
+
+    def warmup(epoch: int) -> float | None:
+        return (epoch + 1) / warm if epoch < warm else None
+
+    if optim.scheduler == "warmup_linear":
+        return lambda e: w if (w := warmup(e)) is not None else optim.decay ** (e - warm + 1)
+    if optim.scheduler == "warmup_cosine":
+        floor = optim.min_lr / optim.lr
+        span = max(max_epochs - warm - 1, 1)
+
+        def cosine(e: int) -> float:
+            w = warmup(e)
+            if w is not None:
+                return w
+            t = min((e - warm) / span, 1.0)
+            return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t))
+
+        return cosine
+    if optim.scheduler in ("none", "plateau"):
+        return lambda e: 1.0
+    raise ValueError(f"unknown scheduler {optim.scheduler!r}")
+
+
+def build_optimizer(params: Iterable[nn.Parameter], optim: OptimConfig) -> torch.optim.Optimizer:
+    """Adam, AdamW or SGD from an :class:`~emofuse.config.OptimConfig`."""
+    params = list(params)
+    if not params:
+        raise ValueError("the task has no trainable parameters")
+    if optim.name == "adam":
+        return torch.optim.Adam(params, lr=optim.lr, betas=optim.betas, weight_decay=optim.weight_decay)
+    if optim.name == "adamw":
+        return torch.optim.AdamW(params, lr=optim.lr, betas=optim.betas, weight_decay=optim.weight_decay)
+    if optim.name == "sgd":
+        return torch.optim.SGD(params, lr=optim.lr, momentum=optim.momentum, weight_decay=optim.weight_decay)
+    raise ValueError(f"unknown optimizer {optim.name!r}")
+
+
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, optim: OptimConfig, max_epochs: int, monitor: str, mode: str
+) -> dict[str, Any] | None:
+    """The Lightning ``lr_scheduler`` dict for ``optim.scheduler`` (``None`` for ``none``)."""
+    if optim.scheduler == "none":
+        return None
+    if optim.scheduler == "plateau":
+        direction: Literal["min", "max"] = "min" if resolve_mode(monitor, mode) == "min" else "max"
+        sched: Any = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode=direction, factor=optim.plateau_factor, patience=optim.plateau_patience
+        )
+        return {"scheduler": sched, "interval": "epoch", "monitor": monitor, "strict": True}
+    sched = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(optim, max_epochs))
+    return {"scheduler": sched, "interval": "epoch"}
+
+
+class TaskModule(L.LightningModule):
+    """Train, validate and test a task.
+
+    Args:
+        task: The objective (holds the model as ``task.model``).
+        optim: Optimiser and schedule settings.
+        classes: Class names in label-index order (needed for prediction metrics).
+        max_epochs: Epochs of the schedule (for ``warmup_cosine``).
+        monitor: Value the ``plateau`` scheduler watches.
+        monitor_mode: ``min``, ``max`` or ``auto``.
+    """
+
+    def __init__(
+        self,
+        task: nn.Module,
+        optim: OptimConfig | None = None,
+        classes: Sequence[str] | None = None,
+        max_epochs: int = 1,
+        monitor: str = "val/loss",
+        monitor_mode: str = "auto",
+    ) -> None:
+        super().__init__()
+        self.task = task
+        self.optim = optim or OptimConfig()
+        self.classes = list(classes) if classes is not None else None
+        self.max_epochs = max_epochs
+        self.monitor = monitor
+        self.monitor_mode = monitor_mode
+        #: Predictions of the last finished validation / test epoch: ``{"ids", "labels", "probs"}``.
+        self.predictions: dict[str, dict[str, Any]] = {}
+        self._collect: dict[str, list[tuple[list[str], Tensor | None, Tensor]]] = {}
+        # frozen teachers are rebuilt, not resumed: they are left out of Lightning checkpoints
+        self.strict_loading = False
+
+    def forward(self, batch: dict[str, Any]) -> dict[str, Tensor]:
+        """Run the task on one batch."""
+        return self.task(batch)
+
+    # ------------------------------------------------------------------------------------- steps
+
+    def _step(self, batch: dict[str, Any], split: str) -> Tensor:
+        out = self.task(batch)
+        if "loss" not in out:
+            raise ValueError(f"{type(self.task).__name__}.forward() returned no 'loss' (keys: {sorted(out)})")
+        size = len(batch["ids"]) if "ids" in batch else None
+        train = split == "train"
+        for key, value in out.items():
+            if key in _OUTPUT_KEYS or not isinstance(value, Tensor) or value.numel() != 1:
+                continue
+            self.log(
+                f"{split}/{key}",
+                value.detach().float(),
+                on_step=False,
+                on_epoch=True,
+                prog_bar=key == "loss",
+                batch_size=size,
+                sync_dist=True,
+            )
+        if not train:
+            scores = out.get("probs", out.get("logits"))
+            if scores is not None and "ids" in batch:
+                labels = out.get("labels", batch.get("labels"))
+                self._collect.setdefault(split, []).append(
+                    (
+                        list(batch["ids"]),
+                        None if labels is None else labels.detach().to("cpu").long(),
+                        _as_probs(out).detach().to("cpu").float(),
+                    )
+                )
+        return out["loss"]
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        """Loss of one training batch."""
+        return self._step(batch, "train")
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        """Loss (and predictions) of one validation batch."""
+        return self._step(batch, "val")
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        """Loss (and predictions) of one test batch."""
+        return self._step(batch, "test")
+
+    # ------------------------------------------------------------------------------ epoch ends
+
+    def on_validation_epoch_start(self) -> None:  # noqa: D102
+        self._collect["val"] = []
+
+    def on_test_epoch_start(self) -> None:  # noqa: D102
+        self._collect["test"] = []
+
+    def on_validation_epoch_end(self) -> None:  # noqa: D102
+        self._finish("val")
+
+    def on_test_epoch_end(self) -> None:  # noqa: D102
+        self._finish("test")
+
+    def _finish(self, split: str) -> None:
+        chunks = self._collect.pop(split, [])
+        gathered = _gather(chunks)
+        if gathered is None:
+            return
+        self.predictions[split] = gathered
+        metrics = self.score(gathered)
+        for key, value in metrics.items():
+            self.log(f"{split}/{key}", value, on_step=False, on_epoch=True, sync_dist=False)
+
+    def score(self, predictions: dict[str, Any]) -> dict[str, float]:
+        """Scalar metrics of gathered predictions (empty without labels or class names)."""
+        labels = predictions["labels"]
+        if labels is None or self.classes is None:
+            return {}
+        keep = labels != _IGNORE
+        if not bool(keep.any()):
+            return {}
+        y = labels[keep].tolist()
+        p = predictions["probs"][keep].argmax(-1).tolist()
+        index = list(range(len(self.classes)))
+        m = classification_metrics(y, p, labels=index)
+        return {
+            "wa": m["wa"],
+            "ua": m["ua"],
+            "macro_f1": m["macro_f1"],
+            "weighted_f1": m["weighted_f1"],
+            "mult_f1": mult_f1(y, p, labels=index)["macro"],
+        }
+
+    # ------------------------------------------------------------------------------ optimiser
+
+    def configure_optimizers(self) -> Any:
+        """Optimiser over the task's trainable parameters, with the configured per-epoch schedule."""
+        params = [p for p in self.task.parameters() if p.requires_grad]
+        optimizer = build_optimizer(params, self.optim)
+        sched = build_scheduler(optimizer, self.optim, self.max_epochs, self.monitor, self.monitor_mode)
+        if sched is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": sched}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Leave frozen parameters (teachers) out of the Lightning checkpoint; they are rebuilt on resume."""
+        frozen = {f"task.{n}" for n, p in self.task.named_parameters() if not p.requires_grad}
+        state = checkpoint.get("state_dict", {})
+        for key in [k for k in state if k in frozen]:
+            del state[key]
+
+
+def _as_probs(out: dict[str, Tensor]) -> Tensor:
+    """Class probabilities of a task output (``probs``, else ``softmax(logits)``)."""
+    if out.get("probs") is not None:
+        return out["probs"]
+    return out["logits"].float().softmax(-1)
+
+
+def _gather(chunks: list[tuple[list[str], Tensor | None, Tensor]]) -> dict[str, Any] | None:
+    """Concatenate this rank's predictions, gather all ranks' under DDP, drop repeated ids."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        everything: list[Any] = [None] * dist.get_world_size()
+        dist.all_gather_object(everything, chunks)
+        chunks = [c for part in everything for c in part]
+    if not chunks:
+        return None
+    ids: list[str] = []
+    rows: list[int] = []
+    seen: set[str] = set()
+    flat_ids = [i for c in chunks for i in c[0]]
+    for row, utt in enumerate(flat_ids):
+        if utt not in seen:
+            seen.add(utt)
+            ids.append(utt)
+            rows.append(row)
+    probs = torch.cat([c[2] for c in chunks])[rows]
+    has_labels = all(c[1] is not None for c in chunks)
+    labels = torch.cat([c[1] for c in chunks])[rows] if has_labels else None  # type: ignore[misc]
+    order = sorted(range(len(ids)), key=ids.__getitem__)  # same order on every rank and every run
+    return {
+        "ids": [ids[i] for i in order],
+        "labels": None if labels is None else labels[order],
+        "probs": probs[order],
+    }

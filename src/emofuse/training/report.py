@@ -1,0 +1,133 @@
+"""``results.json`` and the paper-style ``results.md`` of an experiment (mean (std) over folds × seeds).
+
+The Markdown follows the CMD tables (spec ``cmd.md`` §6): per-class F1 in the MulT convention and its
+macro average as ``"0.7714 (0.0075)"``, then WA, UA, weighted F1 and macro F1, each as mean (std,
+``ddof=1``) over every fold × seed run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from emofuse.metrics import aggregate, format_mean_std
+from emofuse.utils.io import atomic_write, atomic_write_json
+
+__all__ = ["render_markdown", "results_document", "write_results"]
+
+
+def results_document(
+    name: str,
+    classes: Sequence[str],
+    runs: Sequence[Mapping[str, Any]],
+    **info: Any,
+) -> dict[str, Any]:
+    """The ``results.json`` document.
+
+    Args:
+        name: Experiment name.
+        classes: Class names (column order).
+        runs: ``{"fold", "seed", "metrics"}`` per finished run.
+        **info: Extra top-level fields (description, protocol, encoders, ...).
+
+    Returns:
+        ``{"name", "classes", "n_runs", "runs", "aggregate", **info}``; ``aggregate`` is
+        :func:`emofuse.metrics.aggregate` over the runs' metrics (``{}`` without runs).
+    """
+    metrics = [r["metrics"] for r in runs if r.get("metrics")]
+    return {
+        "name": name,
+        **info,
+        "classes": list(classes),
+        "n_runs": len(metrics),
+        "runs": [dict(r) for r in runs],
+        "aggregate": aggregate(metrics) if metrics else {},
+    }
+
+
+def _cell(agg: Mapping[str, Any], *path: str, digits: int) -> str:
+    node: Any = agg
+    for key in path:
+        if not isinstance(node, Mapping) or key not in node:
+            return "–"
+        node = node[key]
+    if not isinstance(node, Mapping) or "mean" not in node:
+        return "–"
+    return format_mean_std(node["mean"], node["std"], digits)
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return lines
+
+
+def render_markdown(doc: Mapping[str, Any], digits: int = 4) -> str:
+    """Paper-format Markdown of a ``results.json`` document."""
+    name = str(doc.get("name", "experiment"))
+    classes = [str(c) for c in doc.get("classes", [])]
+    agg = doc.get("aggregate", {})
+    runs = doc.get("runs", [])
+    folds = sorted({str(r["fold"]) for r in runs})
+    seeds = sorted({int(r["seed"]) for r in runs})
+    lines = [f"# {name}", ""]
+    if doc.get("description"):
+        lines += [str(doc["description"]), ""]
+    lines += [
+        f"{doc.get('n_runs', 0)} runs ({len(folds)} fold(s): {', '.join(folds) or '–'}; "
+        f"{len(seeds)} seed(s): {', '.join(map(str, seeds)) or '–'}). Values are mean (std) over runs, ddof = 1.",
+        "",
+        "## Per-class F1 (MulT convention: one-vs-rest, support-weighted)",
+        "",
+    ]
+    per_class = [_cell(agg, "mult_f1", "per_class", c, digits=digits) for c in classes]
+    lines += _table(
+        ["Experiment", *[c.capitalize() for c in classes], "Macro-F1"],
+        [[name, *per_class, _cell(agg, "mult_f1", "macro", digits=digits)]],
+    )
+    lines += ["", "## Overall", ""]
+    overall = [("WA", "wa"), ("UA", "ua"), ("Weighted F1", "weighted_f1"), ("Macro F1", "macro_f1")]
+    lines += _table(
+        ["Experiment", *[h for h, _ in overall]], [[name, *[_cell(agg, k, digits=digits) for _, k in overall]]]
+    )
+    if len(folds) > 1:
+        lines += ["", "## Per fold (mean (std) over seeds)", ""]
+        rows = []
+        for fold in folds:
+            fold_runs = [r["metrics"] for r in runs if str(r["fold"]) == fold and r.get("metrics")]
+            fagg = aggregate(fold_runs) if fold_runs else {}
+            keys = (("mult_f1", "macro"), ("wa",), ("ua",), ("macro_f1",))
+            rows.append([fold, *[_cell(fagg, *k, digits=digits) for k in keys]])
+        lines += _table(["Fold", "MulT Macro-F1", "WA", "UA", "Macro F1"], rows)
+    notes = _encoder_notes(doc.get("encoders", {}))
+    if notes:
+        lines += ["", "## Encoders", "", *notes]
+    lines += [
+        "",
+        "WA = overall accuracy; UA = mean per-class recall (the Rajan thesis swaps the two names).",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _encoder_notes(encoders: Mapping[str, Any]) -> list[str]:
+    out = []
+    for key, prov in sorted(encoders.items()):
+        if not isinstance(prov, Mapping):
+            continue
+        what = f"- {key}: {prov.get('name')} → {prov.get('resolved')} ({prov.get('source', '')})"
+        if prov.get("stand_in"):
+            what += " — STAND-IN weights: not comparable to the paper"
+        if prov.get("resolved") == "random":
+            what += " — RANDOM weights"
+        out.append(what)
+    return out
+
+
+def write_results(out_dir: str | Path, doc: Mapping[str, Any], digits: int = 4) -> tuple[Path, Path]:
+    """Write ``results.json`` and ``results.md`` atomically; returns both paths."""
+    out_dir = Path(out_dir)
+    j = atomic_write_json(out_dir / "results.json", dict(doc))
+    m = atomic_write(out_dir / "results.md", render_markdown(doc, digits))
+    return j, m

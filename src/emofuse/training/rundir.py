@@ -1,0 +1,174 @@
+"""The run folder and the experiment's inputs: config claim / comparison, classes, folds, environment record."""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import shutil
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from emofuse.config import ConfigError, dump_config, load_config
+from emofuse.config.schema import ExperimentConfig
+from emofuse.data.labels import get_scheme
+from emofuse.data.manifest import Utterance
+from emofuse.data.protocols import Fold, make_folds
+
+__all__ = [
+    "RUNTIME_KEYS",
+    "RunDirError",
+    "claim_run_dir",
+    "config_differences",
+    "resolve_classes",
+    "resolve_folds",
+    "run_env",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Keys that do not change what is computed: they may differ when resuming a run folder.
+RUNTIME_KEYS = (
+    "name",
+    "description",
+    "seeds",
+    "data.folds",
+    "data.num_workers",
+    "trainer.accelerator",
+    "trainer.devices",
+    "trainer.strategy",
+    "trainer.num_nodes",
+    "trainer.progress_bar",
+    "trainer.logger",
+    "trainer.log_every_n_steps",
+    "eval.digits",
+)
+
+
+class RunDirError(ValueError):
+    """``RUN_DIR`` holds something this run must not overwrite. The message says what and how to proceed."""
+
+
+def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(d, dict) and d:
+        out: dict[str, Any] = {}
+        for k, v in d.items():
+            out.update(_flatten(v, f"{prefix}{k}."))
+        return out
+    return {prefix[:-1]: d}
+
+
+def config_differences(old: ExperimentConfig, new: ExperimentConfig) -> list[str]:
+    """Dotted keys whose values differ (``key: old → new``), ignoring :data:`RUNTIME_KEYS`."""
+    a, b = _flatten(old.model_dump(mode="json")), _flatten(new.model_dump(mode="json"))
+    out = []
+    for key in sorted(set(a) | set(b)):
+        if any(key == r or key.startswith(r + ".") for r in RUNTIME_KEYS):
+            continue
+        if a.get(key) != b.get(key):
+            out.append(f"{key}: {a.get(key)!r} → {b.get(key)!r}")
+    return out
+
+
+def claim_run_dir(cfg: ExperimentConfig, out_dir: Path, overwrite: bool) -> None:
+    """Check ``out_dir`` belongs to this config (or is new / empty), then write ``config.yaml``."""
+    cfg_file = out_dir / "config.yaml"
+    if cfg_file.is_file():
+        try:
+            old: ExperimentConfig = load_config(cfg_file)
+            diffs = config_differences(old, cfg)
+        except ConfigError as e:
+            diffs = [f"(the stored config no longer loads: {e})"]
+        if diffs and not overwrite:
+            shown = "\n  ".join(diffs[:20]) + ("\n  ..." if len(diffs) > 20 else "")
+            raise RunDirError(
+                f"{out_dir} holds runs of a different config; differing keys:\n  {shown}\n"
+                "use --overwrite to replace them, or choose another --out"
+            )
+        if overwrite:
+            shutil.rmtree(out_dir)
+    elif out_dir.is_dir() and any(out_dir.iterdir()):
+        raise RunDirError(
+            f"{out_dir} is not empty and is not an emofuse run folder (no config.yaml); choose another --out"
+        )
+    dump_config(cfg, cfg_file)
+
+
+def resolve_classes(cfg: ExperimentConfig, records: list[Utterance]) -> tuple[list[str], list[Utterance]]:
+    """Class order and the records kept: the scheme's classes (``data.labels``), else the manifest's.
+
+    Without a scheme the order comes from ``<manifest>.report.json`` (written by ``emofuse prepare``)
+    when it lists the labels, else the sorted labels. Records with other labels are dropped (logged).
+    """
+    found = sorted({r.label for r in records if r.label is not None})
+    if cfg.data.labels is not None:
+        classes = list(get_scheme(cfg.data.labels).classes)
+    else:
+        classes = found
+        manifest = Path(cfg.data.manifest) if cfg.data.manifest is not None else None
+        if manifest is not None:
+            report = manifest.with_name(manifest.name.split(".")[0] + ".report.json")
+            try:
+                listed = json.loads(report.read_text(encoding="utf-8")).get("classes") or []
+            except (OSError, ValueError):
+                listed = []
+            if listed and set(found) <= set(listed):
+                classes = [str(c) for c in listed]
+    kept = [r for r in records if r.label is None or r.label in classes]
+    dropped = len(records) - len(kept)
+    if dropped:
+        logger.warning("dropped %d records whose label is not one of %s", dropped, classes)
+    if not classes:
+        raise ValueError(f"{cfg.data.manifest}: no labelled records")
+    return classes, kept
+
+
+def resolve_folds(cfg: ExperimentConfig, records: list[Utterance]) -> list[Fold]:
+    """The protocol's folds, restricted to ``data.folds`` (unknown names are an error)."""
+    folds = make_folds(records, cfg.data.protocol, **cfg.data.protocol_options)
+    if cfg.data.folds is not None:
+        names = [f.name for f in folds]
+        unknown = [f for f in cfg.data.folds if f not in names]
+        if unknown:
+            raise ValueError(f"data.folds names unknown folds {unknown}; protocol {cfg.data.protocol!r} has {names}")
+        folds = [f for f in folds if f.name in cfg.data.folds]
+    return folds
+
+
+def run_env(
+    cfg: ExperimentConfig, fold: Fold, seed: int, provenance: dict[str, Any], overrides: Sequence[str]
+) -> dict[str, Any]:
+    """``env.json``: fold, seed, sizes, overrides, library versions, platform, devices, encoder provenance."""
+    import lightning
+    import numpy
+
+    import emofuse
+
+    return {
+        "fold": fold.name,
+        "seed": seed,
+        "speaker_dependent": fold.speaker_dependent,
+        "sizes": {"train": len(fold.train), "val": len(fold.val), "test": len(fold.test)},
+        "overrides": list(overrides),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "versions": {
+            "emofuse": emofuse.__version__,
+            "python": sys.version.split()[0],
+            "torch": torch.__version__,
+            "lightning": lightning.__version__,
+            "numpy": numpy.__version__,
+        },
+        "platform": platform.platform(),
+        "cuda": torch.version.cuda,
+        "devices": {
+            "accelerator": cfg.trainer.accelerator,
+            "devices": cfg.trainer.devices,
+            "strategy": cfg.trainer.strategy,
+        },
+        "encoders": provenance,
+    }

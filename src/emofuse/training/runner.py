@@ -1,0 +1,350 @@
+"""Experiment runner: folds × seeds × stages, resumable, with paper-format results.
+
+Layout of ``RUN_DIR``::
+
+    config.yaml                      the resolved config (a different config is refused, see below)
+    results.json  results.md         per-run metrics + mean (std) aggregate; paper-format table
+    <fold>/seed<k>/
+        config.yaml  env.json        this run's resolved config; versions, devices, encoder provenance
+        <stage>/                     one folder per stage (``train`` when the config has no stages)
+            best.safetensors  last.safetensors  model.json   rebuildable without the YAML
+            last.ckpt                Lightning state for an exact resume
+            curves.csv  logs/        per-epoch values; logger output
+            DONE
+        metrics.json                 test metrics (classification_metrics + mult_f1)
+        predictions.jsonl            id, label, pred, probs (class order of metrics.json "labels")
+        curves.csv                   all stages' epochs (column ``stage``)
+        DONE                         {"checkpoint": "<stage>/best.safetensors", ...}
+
+Resume: a run with ``DONE`` is skipped; a stage with ``DONE`` is not trained again; an unfinished stage
+restarts from its ``last.ckpt``. A stage after the first starts from the previous stage's best checkpoint
+(``init: previous``). Under DDP every rank runs this loop (Lightning relaunches the command), but only
+rank 0 writes files and scores the test split.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import logging
+import sys
+import time
+import warnings
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.strategies import DDPStrategy
+
+from emofuse.config import dump_config
+from emofuse.config.schema import ExperimentConfig, StageConfig
+from emofuse.data.manifest import Utterance, read_manifest
+from emofuse.data.protocols import Fold
+from emofuse.models.checkpoint import find_checkpoint, load_checkpoint, load_weights
+from emofuse.training.callbacks import (
+    CrashResume,
+    SafetensorsCheckpoint,
+    early_stopping,
+    make_loggers,
+    progress_bar,
+    write_curves,
+)
+from emofuse.training.components import Components, DefaultComponents, is_launcher_rank_zero
+from emofuse.training.datamodule import FoldDataModule
+from emofuse.training.evaluate import predict, score, write_predictions
+from emofuse.training.lit_module import TaskModule
+from emofuse.training.report import results_document, write_results
+from emofuse.training.rundir import (
+    RunDirError,
+    claim_run_dir,
+    config_differences,
+    resolve_classes,
+    resolve_folds,
+    run_env,
+)
+from emofuse.utils.io import atomic_write_json
+from emofuse.utils.seed import seed_everything
+
+__all__ = ["RunDirError", "config_differences", "run_experiment"]
+
+logger = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def _quiet(progress: bool) -> Iterator[None]:
+    """Silence Lightning's chatter (tips, device banners when not showing progress, known-harmless warnings)."""
+    names = ["lightning.pytorch.trainer.connectors"] + ([] if progress else ["lightning.pytorch", "lightning.fabric"])
+    saved = {n: logging.getLogger(n).level for n in names}
+    for n in names:
+        logging.getLogger(n).setLevel(logging.WARNING)
+    tips = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    tips.addFilter(_no_tips)
+    try:
+        with warnings.catch_warnings():
+            for pattern in _HARMLESS:
+                warnings.filterwarnings("ignore", message=pattern)
+            yield
+    finally:
+        for n, level in saved.items():
+            logging.getLogger(n).setLevel(level)
+        tips.removeFilter(_no_tips)
+
+
+def _no_tips(record: logging.LogRecord) -> bool:
+    """Drop Lightning's advertising tips."""
+    return "Tip:" not in str(record.msg)
+
+
+_HARMLESS = (
+    r".*does not have many workers.*",
+    r".*smaller than the logging interval.*",
+    r".*LeafSpec.*",
+    r".*The number of training batches.*",
+    r".*module\(s\) in eval mode at the start of training.*",  # frozen teachers / embeddings stay in eval mode
+)
+
+
+def _strategy(strategy: str, find_unused: bool) -> Any:
+    return DDPStrategy(find_unused_parameters=find_unused) if strategy == "ddp" else strategy
+
+
+class _Run:
+    """One fold × seed: its stages, then the test split."""
+
+    def __init__(self, exp: _Experiment, fold: Fold, seed: int) -> None:
+        self.exp, self.fold, self.seed = exp, fold, seed
+        self.dir = exp.out_dir / fold.name / f"seed{seed}"
+        self.zero = is_launcher_rank_zero()
+
+    def stage(self, index: int, stage: StageConfig, prev: Path | None) -> Path:
+        exp, cfg = self.exp, self.exp.cfg
+        sdir = self.dir / stage.name
+        if (sdir / "DONE").is_file():
+            return sdir
+        if exp.progress and self.zero and len(exp.cfg.resolved_stages()) > 1:
+            resume = " (resuming from last.ckpt)" if (sdir / "last.ckpt").is_file() else ""
+            exp.say(f"  stage {stage.name} ({stage.task}){resume}")
+        optim, tcfg = stage.resolve(cfg.optim, cfg.trainer)
+        seed_everything(self.seed, deterministic=tcfg.deterministic)
+        L.seed_everything(self.seed, workers=True, verbose=False)
+        model = exp.components.model(cfg, stage, exp.classes)
+        init = None
+        if index > 0 and stage.init == "previous" and prev is not None:
+            init = find_checkpoint(prev, "best")
+            keys = load_weights(model, init, strict=False)
+            if keys["missing"]:
+                logger.info("stage %s: %d new parameters keep their initialisation", stage.name, len(keys["missing"]))
+
+        def factory(recs: list[Utterance], split: str) -> Any:
+            return exp.components.dataset(cfg, stage, model, recs, exp.classes, split)
+
+        dm = FoldDataModule(exp.records, self.fold, factory, cfg.data, seed=self.seed)
+        task = exp.components.task(cfg, stage, model, exp.classes, dm.dataset("train"))
+        monitor, mode = tcfg.monitor, tcfg.monitor_mode
+        if stage.task == "distill" and "monitor" not in stage.trainer:
+            monitor, mode = "val/loss", "min"  # CMD: keep the epoch with the lowest validation loss
+        if not self.fold.val and monitor.startswith("val/"):
+            monitor = "train/" + monitor.removeprefix("val/")
+            warnings.warn(f"fold {self.fold.name!r} has no validation split: selecting on {monitor}", stacklevel=2)
+        module = TaskModule(task, optim, exp.classes, tcfg.max_epochs, monitor, mode)
+        meta = {
+            "classes": exp.classes,
+            "encoders": exp.components.provenance(),
+            "task": {"name": stage.task, "stage": stage.name, "options": stage.task_options},
+            "fold": self.fold.name,
+            "seed": self.seed,
+            "initialised_from": str(init) if init else None,
+        }
+        callbacks: list[Any] = [SafetensorsCheckpoint(sdir, monitor, mode, meta)]
+        stopper = early_stopping(monitor, tcfg.early_stopping_patience, mode)
+        show = exp.progress and tcfg.progress_bar
+        callbacks += [c for c in (stopper, progress_bar() if show else None) if c is not None]
+        callbacks += list(exp.callbacks)
+        trainer = L.Trainer(
+            max_epochs=tcfg.max_epochs,
+            accelerator=tcfg.accelerator,
+            devices=tcfg.devices,
+            strategy=_strategy(tcfg.strategy, tcfg.find_unused_parameters),
+            num_nodes=tcfg.num_nodes,
+            precision=tcfg.precision,  # type: ignore[arg-type]
+            deterministic="warn" if tcfg.deterministic else False,
+            gradient_clip_val=tcfg.gradient_clip_val,
+            accumulate_grad_batches=tcfg.accumulate_grad_batches,
+            log_every_n_steps=tcfg.log_every_n_steps,
+            limit_train_batches=tcfg.limit_train_batches,
+            limit_val_batches=tcfg.limit_val_batches,
+            num_sanity_val_steps=tcfg.num_sanity_val_steps,
+            callbacks=callbacks,
+            logger=make_loggers(tcfg.logger, sdir, f"{cfg.name}/{self.fold.name}/seed{self.seed}/{stage.name}")
+            or False,
+            enable_progress_bar=show,
+            enable_model_summary=False,
+            use_distributed_sampler=False,
+            default_root_dir=sdir,
+        )
+        resumed = CrashResume(sdir).fit(trainer, module, dm)
+        if trainer.is_global_zero:
+            ckpt_cb = callbacks[0]
+            atomic_write_json(
+                sdir / "DONE",
+                {
+                    "epochs": trainer.current_epoch,
+                    "best_epoch": ckpt_cb.best_epoch,
+                    "best_score": ckpt_cb.best_score,
+                    "monitor": monitor,
+                    "world_size": trainer.world_size,
+                    "resumed": resumed,
+                },
+            )
+        return sdir
+
+    def run(self) -> dict[str, Any] | None:
+        exp, cfg = self.exp, self.exp.cfg
+        if (self.dir / "DONE").is_file():
+            return json.loads((self.dir / "metrics.json").read_text(encoding="utf-8"))
+        if self.zero:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            one = cfg.model_copy(deep=True)
+            one.seeds, one.data.folds = [self.seed], [self.fold.name]
+            dump_config(one, self.dir / "config.yaml")
+            atomic_write_json(
+                self.dir / "env.json", run_env(cfg, self.fold, self.seed, exp.components.provenance(), exp.overrides)
+            )
+        prev: Path | None = None
+        stages = cfg.resolved_stages()
+        for i, stage in enumerate(stages):
+            prev = self.stage(i, stage, prev)
+        if not self.zero:
+            return None
+        return self.finish(stages, prev)
+
+    def finish(self, stages: list[StageConfig], last: Path | None) -> dict[str, Any]:
+        exp, cfg = self.exp, self.exp.cfg
+        assert last is not None
+        ckpt = find_checkpoint(last, cfg.eval.checkpoint)
+        model, _ = load_checkpoint(ckpt)
+        test = [exp.by_id[i] for i in self.fold.test]
+        if not test:
+            raise ValueError(f"fold {self.fold.name!r} has no test utterances")
+        metrics: dict[str, Any] = {}
+        if stages[-1].task == "distill":  # a distillation-only experiment has nothing to classify
+            warnings.warn("the last stage distils: no test predictions or metrics", stacklevel=2)
+        else:
+            dataset = exp.components.dataset(cfg, stages[-1], model, test, exp.classes, "test")
+            accel = cfg.trainer.accelerator
+            device = "cuda" if accel in ("gpu", "cuda", "auto") and torch.cuda.is_available() else "cpu"
+            preds = predict(model, dataset, cfg.data, cfg.eval.batch_size, device)
+            metrics = score(preds, exp.classes)
+            if cfg.eval.save_predictions:
+                write_predictions(self.dir / "predictions.jsonl", preds, exp.classes)
+        atomic_write_json(self.dir / "metrics.json", metrics)
+        rows = []
+        for stage in stages:
+            path = self.dir / stage.name / "curves.csv"
+            if path.is_file():
+                with path.open(encoding="utf-8") as f:
+                    rows += [{"stage": stage.name, **r} for r in csv.DictReader(f)]
+        write_curves(self.dir / "curves.csv", rows, first=("stage", "epoch", "lr"))
+        rel = ckpt.relative_to(self.dir).as_posix()
+        atomic_write_json(self.dir / "DONE", {"checkpoint": rel, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+        return metrics
+
+
+class _Experiment:
+    def __init__(
+        self,
+        cfg: ExperimentConfig,
+        out_dir: Path,
+        components: Components,
+        overrides: Sequence[str],
+        callbacks: Sequence[Any],
+        progress: bool,
+    ) -> None:
+        self.cfg, self.out_dir, self.components = cfg, out_dir, components
+        self.overrides, self.callbacks, self.progress = list(overrides), list(callbacks), progress
+        self.say: Any = print
+        if cfg.data.manifest is None:
+            raise ValueError("data.manifest is not set (set it in the config or with --set data.manifest=FILE)")
+        records = read_manifest(cfg.data.manifest)
+        self.classes, self.records = resolve_classes(cfg, records)
+        self.by_id = {r.id: r for r in self.records}
+        self.folds = resolve_folds(cfg, self.records)
+
+
+def run_experiment(
+    cfg: ExperimentConfig,
+    out_dir: str | Path,
+    overrides: Sequence[str] = (),
+    *,
+    overwrite: bool = False,
+    components: Components | None = None,
+    callbacks: Sequence[Any] = (),
+    progress: bool = True,
+    echo: Any = None,
+) -> dict[str, Any] | None:
+    """Train and test every fold × seed of ``cfg`` into ``out_dir``, resuming what a previous call left.
+
+    Args:
+        cfg: The experiment (``data.manifest`` must be set).
+        out_dir: ``RUN_DIR`` (layout in the module docstring).
+        overrides: The ``--set`` strings that made ``cfg`` (recorded in ``env.json``).
+        overwrite: Start over: delete the runs already in ``RUN_DIR`` (required when its config differs).
+        components: Model / task / dataset builders (default: :class:`DefaultComponents`).
+        callbacks: Extra Lightning callbacks for every stage.
+        progress: Progress bars and per-run lines.
+        echo: ``echo(str)`` for per-run lines (default: ``print`` to stderr).
+
+    Returns:
+        The ``results.json`` document (``None`` on non-zero DDP ranks).
+
+    Raises:
+        RunDirError: ``out_dir`` holds runs of a different config (the differing keys are listed).
+    """
+    out_dir = Path(out_dir)
+    cfg = cfg.model_copy(deep=True)  # paths made absolute, so the run folder works from anywhere
+    if cfg.data.manifest is not None:
+        cfg.data.manifest = Path(cfg.data.manifest).resolve()
+    if cfg.encoders.cache_dir is not None:
+        cfg.encoders.cache_dir = Path(cfg.encoders.cache_dir).resolve()
+    if cfg.model.pretrained is not None:
+        cfg.model.pretrained = Path(cfg.model.pretrained).resolve()
+    zero = is_launcher_rank_zero()
+    components = components or DefaultComponents(progress=progress)
+    with _quiet(progress):
+        exp = _Experiment(cfg, out_dir, components, overrides, callbacks, progress)  # bad input fails here
+        if zero:
+            claim_run_dir(cfg, out_dir, overwrite)
+        return _run_all(exp, echo, zero)
+
+
+def _run_all(exp: _Experiment, echo: Any, zero: bool) -> dict[str, Any] | None:
+    cfg, components, progress = exp.cfg, exp.components, exp.progress
+    components.prepare(cfg, exp.records)
+    say = exp.say = echo or (lambda s: print(s, file=sys.stderr, flush=True))
+    runs = [(fold, seed) for fold in exp.folds for seed in cfg.seeds]
+    results = []
+    for k, (fold, seed) in enumerate(runs, 1):
+        run = _Run(exp, fold, seed)
+        done = (run.dir / "DONE").is_file()
+        if progress and zero:
+            say(f"[{k}/{len(runs)}] fold {fold.name} seed {seed}: {'done, skipped' if done else 'training'}")
+        metrics = run.run()
+        if metrics is not None:
+            results.append({"fold": fold.name, "seed": seed, "metrics": metrics})
+    if not zero:
+        return None
+    doc = results_document(
+        cfg.name,
+        exp.classes,
+        results,
+        description=cfg.description,
+        protocol=cfg.data.protocol,
+        folds=[f.name for f in exp.folds],
+        seeds=list(cfg.seeds),
+        encoders=components.provenance(),
+    )
+    write_results(exp.out_dir, doc, cfg.eval.digits)
+    return doc

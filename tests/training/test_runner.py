@@ -1,0 +1,189 @@
+"""Experiment runner: run-folder layout, results, determinism, crash resume, skip of finished runs, two stages."""
+
+import csv
+import json
+
+import lightning as L
+import pytest
+from _train_fakes import FakeComponents, fake_config, write_fake_manifest
+
+from emofuse.models.checkpoint import load_checkpoint, read_checkpoint_meta
+from emofuse.training import RunDirError, evaluate_run, run_experiment
+
+
+@pytest.fixture
+def manifest(tmp_path):
+    path = tmp_path / "data" / "manifest.jsonl"
+    write_fake_manifest(path)
+    return path
+
+
+def _run(cfg, out, **kw):
+    return run_experiment(cfg, out, components=FakeComponents(), progress=False, **kw)
+
+
+def _json(path):
+    return json.loads(path.read_text())
+
+
+class Recorder(L.Callback):
+    """Records the epochs that start; raises once at ``crash_at`` (a simulated kill)."""
+
+    def __init__(self, crash_at=None):
+        self.crash_at = crash_at
+        self.started = []
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        self.started.append(trainer.current_epoch)
+        if trainer.current_epoch == self.crash_at:
+            self.crash_at = None
+            raise RuntimeError("simulated crash")
+
+
+def test_layout_results_and_paper_table(tmp_path, manifest):
+    cfg = fake_config(manifest, **{"data.protocol": "kfold", "data.protocol_options": "{k: 2}", "seeds": "[0, 1]"})
+    doc = _run(cfg, tmp_path / "run")
+    run = tmp_path / "run"
+    assert (run / "config.yaml").is_file() and (run / "results.json").is_file()
+    assert doc["n_runs"] == 4 and {(r["fold"], r["seed"]) for r in doc["runs"]} == {
+        (f, s) for f in ("fold1", "fold2") for s in (0, 1)
+    }
+    one = run / "fold1" / "seed1"
+    for name in ("config.yaml", "env.json", "metrics.json", "predictions.jsonl", "curves.csv", "DONE"):
+        assert (one / name).is_file(), name
+    for name in ("best.safetensors", "last.safetensors", "model.json", "last.ckpt", "curves.csv", "DONE"):
+        assert (one / "train" / name).is_file(), name
+    metrics = _json(one / "metrics.json")
+    assert {"wa", "ua", "weighted_f1", "macro_f1", "per_class_f1", "confusion", "mult_f1"} <= set(metrics)
+    assert set(metrics["mult_f1"]["per_class"]) == {"neutral", "happy", "sad"}
+    pred = json.loads((one / "predictions.jsonl").read_text().splitlines()[0])
+    assert set(pred) == {"id", "label", "pred", "probs"} and len(pred["probs"]) == 3
+    env = _json(one / "env.json")
+    assert env["seed"] == 1 and env["fold"] == "fold1" and "torch" in env["versions"] and env["encoders"]
+    agg = _json(run / "results.json")["aggregate"]
+    assert agg["mult_f1"]["macro"]["n"] == 4 and agg["ua"]["std"] >= 0
+    md = (run / "results.md").read_text()
+    assert "| Experiment | Happy | Neutral | Sad | Macro-F1 |" in md
+    assert "| Experiment | WA | UA | Weighted F1 | Macro F1 |" in md and "## Per fold" in md
+    mean, std = agg["mult_f1"]["macro"]["mean"], agg["mult_f1"]["macro"]["std"]
+    assert f"{mean:.4f} ({std:.4f})" in md
+    rows = list(csv.DictReader((one / "curves.csv").open()))
+    assert [r["epoch"] for r in rows] == ["0", "1", "2"] and rows[0]["stage"] == "train" and "val/ua" in rows[0]
+    model, meta = load_checkpoint(one / "train")
+    assert meta["classes"] == ["happy", "neutral", "sad"] and meta["model_name"] == "_fake_linear"
+    assert meta["task"]["name"] == "classify" and meta["encoders"]["audio"]["name"] == "fake"
+
+
+def test_same_config_and_seed_give_identical_metrics(tmp_path, manifest):
+    cfg = fake_config(manifest)
+    _run(cfg, tmp_path / "a")
+    _run(cfg, tmp_path / "b")
+    a, b = (tmp_path / x / "seed0" / "seed0" for x in "ab")
+    assert _json(a / "metrics.json") == _json(b / "metrics.json")
+    assert (a / "predictions.jsonl").read_text() == (b / "predictions.jsonl").read_text()
+
+
+def test_crash_resumes_from_last_ckpt_and_done_runs_are_skipped(tmp_path, manifest):
+    cfg = fake_config(
+        manifest,
+        **{"trainer.max_epochs": 4, "optim.scheduler": "warmup_linear", "optim.warmup_epochs": 2, "optim.decay": 0.5},
+    )
+    _run(cfg, tmp_path / "ref")
+    rec = Recorder(crash_at=2)  # killed after epochs 0 and 1 were checkpointed
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        _run(cfg, tmp_path / "run", callbacks=[rec])
+    stage = tmp_path / "run" / "seed0" / "seed0" / "train"
+    assert (stage / "last.ckpt").is_file() and not (stage / "DONE").exists()
+    assert read_checkpoint_meta(stage / "last.safetensors")["epoch"] == 1
+    rec.started = []
+    _run(cfg, tmp_path / "run", callbacks=[rec])
+    assert rec.started == [2, 3]  # continued from last.ckpt, not from scratch
+    assert _json(stage / "DONE")["resumed"] is True
+    # the resumed run is the uninterrupted run: same schedule, same metrics
+    ref = tmp_path / "ref" / "seed0" / "seed0"
+    assert _json(stage.parent / "metrics.json") == _json(ref / "metrics.json")
+    assert (stage.parent / "curves.csv").read_text() == (ref / "curves.csv").read_text()
+    lrs = [float(r["lr"]) for r in csv.DictReader((ref / "curves.csv").open())]
+    assert lrs == pytest.approx([0.025, 0.05, 0.025, 0.0125])
+    rec.started = []
+    doc = _run(cfg, tmp_path / "run", callbacks=[rec])
+    assert rec.started == [] and doc["n_runs"] == 1  # DONE: not trained again
+
+
+def test_different_config_is_refused_unless_overwrite(tmp_path, manifest):
+    _run(fake_config(manifest), tmp_path / "run")
+    other = fake_config(manifest, **{"optim.lr": 0.01, "trainer.max_epochs": 2})
+    with pytest.raises(RunDirError, match=r"optim\.lr: 0\.05 → 0\.01") as e:
+        _run(other, tmp_path / "run")
+    assert "trainer.max_epochs" in str(e.value) and "--overwrite" in str(e.value)
+    # hardware and seed list may change: the folder is resumed
+    doc = _run(fake_config(manifest, **{"trainer.devices": "auto", "seeds": "[0, 1]"}), tmp_path / "run")
+    assert doc["n_runs"] == 2
+    doc = _run(other, tmp_path / "run", overwrite=True)
+    assert doc["n_runs"] == 1 and "lr: 0.01" in (tmp_path / "run" / "config.yaml").read_text()
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "x.txt").write_text("x")
+    with pytest.raises(RunDirError, match="not an emofuse run folder"):
+        _run(other, tmp_path / "junk")
+
+
+def test_two_stages_distill_then_finetune_from_best(tmp_path, manifest):
+    cfg = fake_config(
+        manifest,
+        stages="[{name: distill, task: distill, model: {with_head: false}, trainer: {max_epochs: 2}},"
+        " {name: finetune, task: classify, optim: {lr: 0.02}}]",
+    )
+    doc = _run(cfg, tmp_path / "run")
+    seed = tmp_path / "run" / "seed0" / "seed0"
+    assert (seed / "distill" / "DONE").is_file() and (seed / "finetune" / "best.safetensors").is_file()
+    d_meta = read_checkpoint_meta(seed / "distill" / "best.safetensors")
+    f_meta = read_checkpoint_meta(seed / "finetune" / "best.safetensors")
+    assert d_meta["monitor"] == "val/loss" and d_meta["model_config"]["with_head"] is False
+    assert f_meta["initialised_from"].endswith("distill/best.safetensors") and f_meta["model_config"]["with_head"]
+    assert _json(seed / "DONE")["checkpoint"] == "finetune/best.safetensors"
+    stages = [r["stage"] for r in csv.DictReader((seed / "curves.csv").open())]
+    assert stages == ["distill"] * 2 + ["finetune"] * 3
+    assert doc["aggregate"]["mult_f1"]["macro"]["mean"] > 0.5
+
+
+def test_evaluate_on_another_manifest(tmp_path, manifest):
+    _run(fake_config(manifest), tmp_path / "run")
+    other = tmp_path / "other.jsonl"
+    write_fake_manifest(other, n=30)
+    doc = evaluate_run(tmp_path / "run", other, tmp_path / "metrics.json", components=FakeComponents())
+    assert doc["n_runs"] == 1 and doc["runs"][0]["metrics"]["support"] == {"happy": 10, "neutral": 10, "sad": 10}
+    assert _json(tmp_path / "metrics.json")["aggregate"]["ua"]["n"] == 1
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": "x1", "label": "angry"}\n{"id": "x2", "label": "sad"}\n')
+    with pytest.raises(ValueError, match=r"labels \['angry', 'sad'\].*trained on \['happy', 'neutral', 'sad'\]"):
+        evaluate_run(tmp_path / "run", bad, components=FakeComponents())
+
+
+def test_early_stopping_ends_the_stage(tmp_path, manifest):
+    cfg = fake_config(
+        manifest,
+        **{
+            "optim.lr": 1e-9,  # nothing changes: val/wa never improves after the first epoch
+            "trainer.max_epochs": 6,
+            "trainer.monitor": "val/wa",
+            "trainer.early_stopping_patience": 1,
+        },
+    )
+    _run(cfg, tmp_path / "run")
+    stage = tmp_path / "run" / "seed0" / "seed0" / "train"
+    done = _json(stage / "DONE")
+    assert done["epochs"] == 2 and done["best_epoch"] == 0 and done["monitor"] == "val/wa"
+    assert len(list(csv.DictReader((stage / "curves.csv").open()))) == 2
+
+
+@pytest.mark.parametrize(("name", "package"), [("tensorboard", "tensorboard"), ("mlflow", "mlflow")])
+def test_optional_loggers_name_their_package(tmp_path, name, package):
+    from emofuse.training import make_loggers
+    from emofuse.utils.optional import MissingDependencyError, is_available
+
+    assert type(make_loggers(["csv"], tmp_path)[0]).__name__ == "CSVLogger"
+    if is_available(package):
+        assert make_loggers([name], tmp_path)
+    else:
+        with pytest.raises(MissingDependencyError, match=rf"trainer.logger '{name}' needs the '{package}"):
+            make_loggers([name], tmp_path)
