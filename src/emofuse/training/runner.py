@@ -75,13 +75,14 @@ logger = logging.getLogger(__name__)
 
 @contextlib.contextmanager
 def _quiet(progress: bool) -> Iterator[None]:
-    """Silence Lightning's chatter (tips, device banners when not showing progress, known-harmless warnings)."""
+    """Silence Lightning's chatter (tips, banners without progress, harmless warnings); restore global torch state."""
     names = ["lightning.pytorch.trainer.connectors"] + ([] if progress else ["lightning.pytorch", "lightning.fabric"])
     saved = {n: logging.getLogger(n).level for n in names}
     for n in names:
         logging.getLogger(n).setLevel(logging.WARNING)
     tips = logging.getLogger("lightning.pytorch.utilities.rank_zero")
     tips.addFilter(_no_tips)
+    det = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
     try:
         with warnings.catch_warnings():
             for pattern in _HARMLESS:
@@ -91,6 +92,7 @@ def _quiet(progress: bool) -> Iterator[None]:
         for n, level in saved.items():
             logging.getLogger(n).setLevel(level)
         tips.removeFilter(_no_tips)
+        torch.use_deterministic_algorithms(det[0], warn_only=det[1])  # deterministic mode is per run
 
 
 def _no_tips(record: logging.LogRecord) -> bool:
