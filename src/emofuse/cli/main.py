@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from emofuse import __version__
-from emofuse.cli import data, doctor, extract, models, train, transcribe
+from emofuse.cli import analyze, data, doctor, extract, models, train, transcribe
 
 __all__ = ["app", "main"]
 
@@ -42,6 +42,7 @@ app.command("evaluate")(train.evaluate)
 app.command("models")(models.models)
 app.command("extract")(extract.extract)
 app.command("transcribe")(transcribe.transcribe)
+app.command("analyze")(analyze.analyze)
 
 
 def main() -> None:
