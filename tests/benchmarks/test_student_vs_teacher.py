@@ -1,0 +1,79 @@
+"""Smoke test of benchmarks/student_vs_teacher.py (structure only, no timing assertions)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "student_vs_teacher.py"
+
+
+def _load():
+    spec = importlib.util.spec_from_file_location("student_vs_teacher", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def bench():
+    return _load()
+
+
+@pytest.mark.slow
+def test_tiny_run_json_structure(bench, tmp_path, capsys):
+    out = tmp_path / "svt.json"
+    argv = ["--setting", "tiny", "--n", "2", "--rounds", "1", "--warmup", "1", "--batch-size", "2",
+            "--threads", "1", "--json", "--quiet", "--out", str(out)]  # fmt: skip
+    res = bench.main(argv)
+    printed = json.loads(capsys.readouterr().out)
+    assert printed == res == json.loads(out.read_text())
+    assert res["n"] == 2 and res["threads"] == 1 and res["batch_size"] == 2 and res["device"] == "cpu"
+    assert {"torch", "transformers", "emofuse", "python"} <= set(res["versions"])
+    assert res["memory_mmap_threshold"] == 131072 and "fresh subprocess" in res["memory_measure"]
+    assert res["clips"]["source"].startswith("synthetic") and res["clips"]["audio_seconds_total"] > 0
+    assert list(res["settings"]) == ["tiny"]
+    tiny = res["settings"]["tiny"]
+    assert tiny["status"] == "ok", tiny.get("reason")
+    assert (tiny["audio_teacher"], tiny["text_teacher"]) == ("tiny-wav2vec2", "tiny-bert")
+    for role in ("teacher", "student"):
+        m = tiny["models"][role]
+        p = m["parameters"]
+        assert p["total"] == sum(v for k, v in p.items() if k != "total") > 0
+        assert m["latency_ms"]["median"] > 0 and m["latency_ms"]["p90"] >= m["latency_ms"]["median"]
+        assert m["utt_per_s"] > 0 and m["utt_per_s_bs1"] > 0 and m["x_realtime"] > 0
+        mem = m["memory"]
+        assert mem["status"] == "ok", mem.get("reason")
+        for key in ("weights_mib", "param_mib", "peak_growth_bs1_mib", "peak_growth_batch_mib", "peak_source"):
+            assert key in mem
+    assert set(tiny["models"]["student"]["parameters"]) == {"audio", "text", "head", "total"}
+    assert set(tiny["models"]["teacher"]["parameters"]) == {"audio", "text", "total"}
+    ratios = tiny["ratios"]
+    assert set(ratios) == {"params_audio", "params_text", "params_total", "latency", "latency_p90", "throughput",
+                           "memory_bs1", "memory_batch"}  # fmt: skip
+    t, s = tiny["models"]["teacher"]["parameters"], tiny["models"]["student"]["parameters"]
+    assert ratios["params_total"] == pytest.approx(t["total"] / s["total"], abs=0.01)
+    assert all(v is None or v > 0 for v in ratios.values())
+
+
+def test_clips_from_manifest(bench, tmp_path):
+    from emofuse.data.audio import save_wav
+    from emofuse.data.manifest import Utterance, write_manifest
+
+    recs = []
+    for i in range(3):
+        save_wav(tmp_path / "wav" / f"u{i}.wav", np.full(1600 * (i + 1), 0.1, dtype=np.float32))
+        recs.append(Utterance(id=f"u{i}", audio=f"wav/u{i}.wav", text="" if i == 1 else f"utterance {i}"))
+    manifest = write_manifest(recs, tmp_path / "m.jsonl")
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    bench.make_clips(folder, 5, manifest)
+    wavs, texts = bench.load_clips(folder)
+    assert texts == ["utterance 0", "utterance 2"]  # records without a transcript are skipped
+    assert [len(w) for w in wavs] == [1600, 4800]
