@@ -189,13 +189,13 @@ def resolve_encoder(name: str, weights_dir: str | Path | None = None, allow_rand
     spec = get_encoder_spec(name)
     if not spec.pretrained:
         return Resolution("handcrafted", "computed from the signal / a user file")
-    if spec.test_only:
-        return Resolution("random", "tiny test config, random by design")
     if weights_dir is not None:
         p = Path(weights_dir)
         if not p.exists():
             raise EncoderError(f"weights directory for {name!r} not found: {p}")
         return Resolution("local", str(p), p)
+    if spec.test_only:
+        return Resolution("random", "tiny test config, random by design")
     for p in _models_dir_candidates(name):
         if p.exists():
             return Resolution("local", str(p), p)
