@@ -121,3 +121,18 @@ def test_folds_leakage_and_unknown_protocol(tmp_path):
     assert r.exit_code == 2 and "s1" in r.output
     r = runner.invoke(app, ["folds", str(m), "--protocol", "leave-nothing-out"])
     assert r.exit_code == 2 and "iemocap-loso" in r.output
+
+
+def test_folds_groups_shorthand(tmp_path):
+    csv = _csv_corpus(tmp_path, n_speakers=4)
+    out = tmp_path / "m.jsonl"
+    assert runner.invoke(app, ["prepare", "csv", str(csv), "--out", str(out), "-q"]).exit_code == 0
+    r = runner.invoke(app, ["folds", str(out), "--protocol", "speaker-out", "--groups", "4", "--json"])
+    assert r.exit_code == 0, r.output
+    folds = json.loads(r.output)["folds"]
+    assert len(folds) == 4 and all(len(f["test"]) == 8 and len(f["val"]) == 8 for f in folds)  # 1 speaker each
+    r = runner.invoke(app, ["folds", str(out), "--protocol", "kfold", "--groups", "2", "--json"])
+    assert r.exit_code == 0, r.output
+    assert len(json.loads(r.output)["folds"]) == 2
+    r = runner.invoke(app, ["folds", str(out), "--protocol", "speaker-out", "--groups", "9"])
+    assert r.exit_code != 0 and "groups=9" in r.output

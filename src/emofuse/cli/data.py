@@ -119,6 +119,9 @@ def folds(
         ..., "--protocol", "-p", help="iemocap-loso, speaker-out, official, random-stratified, kfold."
     ),
     option: list[str] = typer.Option([], "--option", help="Protocol option key=value (groups=4, seed=1, ...)."),
+    groups: int | None = typer.Option(
+        None, "--groups", "-k", min=2, help="Number of folds (speaker groups for speaker-out; k for kfold)."
+    ),
     labels: str | None = typer.Option(
         None, "--labels", "-l", help="Label scheme for the class order (default: from the manifest's report)."
     ),
@@ -129,7 +132,10 @@ def folds(
     from emofuse.data.protocols import make_folds
 
     records = read_manifest(manifest)
-    fold_list = make_folds(records, protocol, **_parse_options(option))
+    options = _parse_options(option)
+    if groups is not None:
+        options["k" if protocol == "kfold" else "groups"] = groups
+    fold_list = make_folds(records, protocol, **options)
     if json_out:
         print_json(folds_to_json(protocol, fold_list))
     else:
