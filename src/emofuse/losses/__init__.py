@@ -5,6 +5,14 @@ Imports torch only (layer L1); tasks combine these into objectives.
 
 from __future__ import annotations
 
+from emofuse.losses.alignment import (
+    DistributionContrastiveLoss,
+    InstanceContrastiveLoss,
+    distribution_contrastive_loss,
+    instance_contrastive_loss,
+    w2_diag,
+    w2_diag_matrix,
+)
 from emofuse.losses.classification import (
     IGNORE_INDEX,
     ProbAverageCELoss,
@@ -18,14 +26,20 @@ from emofuse.losses.contrastive import NTXentLoss, nt_xent, nt_xent_flat, nt_xen
 
 __all__ = [
     "IGNORE_INDEX",
+    "DistributionContrastiveLoss",
+    "InstanceContrastiveLoss",
     "NTXentLoss",
     "ProbAverageCELoss",
     "concordance_loss",
     "cross_entropy",
+    "distribution_contrastive_loss",
+    "instance_contrastive_loss",
     "nt_xent",
     "nt_xent_flat",
     "nt_xent_per_step",
     "pcc_loss",
     "prob_average_ce",
     "prob_average_ce_from_logits",
+    "w2_diag",
+    "w2_diag_matrix",
 ]
