@@ -17,6 +17,11 @@ TINY = {
     "cmd_student": dict(audio_teacher="tiny-wav2vec2", text_teacher="tiny-bert"),
     "mult": dict(audio_dim=8, text_dim=12, dim=10, num_heads=2, num_layers=2),
     "probe": dict(input_dim=12),
+    "mgcma": dict(audio_encoder="tiny-wav2vec2", text_encoder="tiny-bert", num_heads=2, tam_layers=2),
+    "tri_fusion": dict(
+        audio_dim=8, text_dim=12, visual_dim=5, audio_len=8, audio_short=4, text_len=6, visual_len=3, visual_short=2
+    )
+    | dict(hidden=4, num_heads=2),
 }
 B = 2
 
@@ -24,6 +29,15 @@ B = 2
 def tiny_kwargs(name):
     keys = [k for k in TINY if name.startswith(k)]
     return dict(TINY[max(keys, key=len)]) if keys else {}
+
+
+def extra_tensors(obj):
+    """Floating tensors anywhere in ``ModelOutput.extras`` (inputs of a task's auxiliary losses)."""
+    if isinstance(obj, torch.Tensor):
+        return [obj] if obj.is_floating_point() and obj.requires_grad else []
+    if isinstance(obj, dict):
+        obj = list(obj.values())
+    return [t for v in obj for t in extra_tensors(v)] if isinstance(obj, (list, tuple)) else []
 
 
 def quiet(fn, *args, **kwargs):
@@ -75,7 +89,9 @@ def test_forward_backward(name, batch):
     assert torch.allclose(out.probs.sum(-1), torch.ones(B), atol=1e-5)
     for m, h in out.hidden.items():
         assert h.shape[:2] == out.masks[m].shape
-    torch.nn.functional.cross_entropy(out.logits, batch["labels"]).backward()
+    loss = torch.nn.functional.cross_entropy(out.logits, batch["labels"])
+    # parameters only an auxiliary loss reaches (e.g. MGCMA's sigma branch) count through the extras
+    sum((t.mean() for t in extra_tensors(out.extras)), loss).backward()
     trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     assert trainable
     missing = [n for n, p in trainable if p.grad is None]

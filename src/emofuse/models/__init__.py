@@ -10,7 +10,14 @@ from emofuse.models.base import EmotionModel, ModelOutput
 __all__ = ["EmotionModel", "ModelOutput", "create_model", "get_model_entry", "list_models", "register_model"]
 
 # Model modules register themselves on import; a module not yet written is skipped.
-for _m in ("emofuse.models.cmd_student", "emofuse.models.mult", "emofuse.models.probe"):
+for _m in (
+    "emofuse.models.cmd_student",
+    "emofuse.models.mult",
+    "emofuse.models.probe",
+    "emofuse.models.cm_roberta",
+    "emofuse.models.tri_fusion",
+    "emofuse.models.mgcma",
+):
     try:
         importlib.import_module(_m)
     except ModuleNotFoundError as _e:
