@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from emofuse import __version__
-from emofuse.cli import analyze, data, doctor, extract, models, train, transcribe
+from emofuse.cli import analyze, data, doctor, extract, models, report, train, transcribe
 
 __all__ = ["app", "main"]
 
@@ -43,6 +43,7 @@ app.command("models")(models.models)
 app.command("extract")(extract.extract)
 app.command("transcribe")(transcribe.transcribe)
 app.command("analyze")(analyze.analyze)
+app.command("report")(report.report)
 
 
 def main() -> None:
