@@ -19,7 +19,7 @@ TINY = {
     "probe": dict(input_dim=12),
     "mgcma": dict(audio_encoder="tiny-wav2vec2", text_encoder="tiny-bert", num_heads=2, tam_layers=2),
     "tri_fusion": dict(
-        audio_dim=8, text_dim=12, visual_dim=5, audio_len=8, audio_short=4, text_len=6, visual_len=3, visual_short=2
+        audio_dim=8, text_dim=12, video_dim=5, audio_len=8, audio_short=4, text_len=6, video_len=3, video_short=2
     )
     | dict(hidden=4, num_heads=2),
 }

@@ -8,14 +8,14 @@ from emofuse.models import create_model
 from emofuse.models.tri_fusion import TriFusion, pair_modalities
 
 TINY = dict(
-    text_dim=6, visual_dim=5, audio_dim=4, text_len=7, visual_len=4, visual_short=3, audio_len=9, audio_short=5
+    text_dim=6, video_dim=5, audio_dim=4, text_len=7, video_len=4, video_short=3, audio_len=9, audio_short=5
 ) | dict(hidden=4, num_heads=2, text_dropout=0.0, attn_dropout=0.0, num_classes=3)
 
 
 def batch(B=3, lengths=None, seed=0, drop=()):
     g = torch.Generator().manual_seed(seed)
-    dims = {"text": 6, "visual": 5, "audio": 4}
-    lengths = lengths or {"text": [7, 3, 5], "visual": [4, 2, 4], "audio": [9, 6, 2]}
+    dims = {"text": 6, "video": 5, "audio": 4}
+    lengths = lengths or {"text": [7, 3, 5], "video": [4, 2, 4], "audio": [9, 6, 2]}
     feats = {}
     for m, d in dims.items():
         lens = torch.tensor(lengths[m][:B])
@@ -35,13 +35,13 @@ def test_parameter_counts_match_the_spec():
     intra = create_model("tri_fusion_intra")
     cross = create_model("tri_fusion_cross")
     # spec §3.2 arithmetic: GRUs 3 * 2 * (H (D + H) + 2 H) with H = 60; MHA(120) = 4 (120^2 + 120)
-    gru = {m: 2 * 3 * (60 * (d + 60) + 2 * 60) for m, d in (("text", 300), ("visual", 2048), ("audio", 120))}
-    assert gru == {"text": 130_320, "visual": 759_600, "audio": 65_520}
+    gru = {m: 2 * 3 * (60 * (d + 60) + 2 * 60) for m, d in (("text", 300), ("video", 2048), ("audio", 120))}
+    assert gru == {"text": 130_320, "video": 759_600, "audio": 65_520}
     counts = intra.branch_parameters()
     assert counts["text"] == 130_320
-    assert counts["visual"] == 759_600 + 825  # + Conv1d(32, 25, 1)
+    assert counts["video"] == 759_600 + 825  # + Conv1d(32, 25, 1)
     assert counts["audio"] == 65_520 + 500_500  # + Conv1d(1000, 500, 1)
-    assert counts["intra_text"] == counts["intra_visual"] == counts["intra_audio"] == 58_080
+    assert counts["intra_text"] == counts["intra_video"] == counts["intra_audio"] == 58_080
     assert counts["head"] == 14_460 + 427
     assert intra.num_parameters() == 1_645_892
     assert cross.num_parameters() == 1_820_132
@@ -56,10 +56,10 @@ def test_parameter_counts_match_the_spec():
 
 def test_variant_parameter_counts():
     # bimodal T+V intra: drop the audio branch and its attention
-    tv = create_model("tri_fusion_intra", modalities=["text", "visual"])
+    tv = create_model("tri_fusion_intra", modalities=["text", "video"])
     assert tv.num_parameters() == 1_645_892 - (65_520 + 500_500) - 58_080
     pair = create_model("tri_fusion_cross", pairs=["T2V"])
-    assert pair.modalities == ("text", "visual", "audio") and list(pair.cross) == ["T2V"]
+    assert pair.modalities == ("text", "video", "audio") and list(pair.cross) == ["T2V"]
     assert pair.fc1.in_features == 240  # SP of one vector: [v | 0]
     assert create_model("tri_fusion_cross", pairs=["T2V"], single_std="drop").fc1.in_features == 120
 
@@ -112,7 +112,7 @@ def test_intra_forward_by_hand():
     b = batch()
     out = model(b)
     vecs = []
-    for m in ("text", "visual", "audio"):
+    for m in ("text", "video", "audio"):
         enc = model.encoders[m]
         x, _ = fix_length(b["features"][m], b["features"][f"{m}_mask"], model.lengths[m])
         if enc.shorten is not None:
@@ -126,7 +126,7 @@ def test_intra_forward_by_hand():
     std, mean = torch.std_mean(V, dim=1)
     want = model.fc2(model.fc1(torch.cat([mean, std], -1)))  # no activation between the layers
     assert torch.allclose(out.logits, want, atol=1e-5)
-    assert out.hidden["visual"].shape == (3, 3, 8) and out.hidden["audio"].shape == (3, 5, 8)
+    assert out.hidden["video"].shape == (3, 3, 8) and out.hidden["audio"].shape == (3, 5, 8)
     assert out.hidden["text"].shape == (3, 7, 8)
 
 
@@ -149,23 +149,23 @@ def test_absent_modality_is_left_out_of_pooling():
     torch.manual_seed(0)
     model = TriFusion(attention="intra", **TINY).eval()
     full = batch()
-    no_key = batch(drop=("visual",))
+    no_key = batch(drop=("video",))
     all_false = batch()
-    all_false["features"]["visual_mask"] = torch.zeros_like(all_false["features"]["visual_mask"])
+    all_false["features"]["video_mask"] = torch.zeros_like(all_false["features"]["video_mask"])
     flagged = batch()
-    flagged["present"] = {"visual": torch.tensor([False, False, False])}
+    flagged["present"] = {"video": torch.tensor([False, False, False])}
     outs = [model(b) for b in (no_key, all_false, flagged)]
     for o in outs[1:]:
         assert torch.allclose(o.logits, outs[0].logits, atol=1e-6)
     o = outs[0]
-    assert o.extras["present"]["visual"].tolist() == [False] * 3
+    assert o.extras["present"]["video"].tolist() == [False] * 3
     V = torch.stack([o.pooled["text"], o.pooled["audio"]], 1)  # only the present modalities
     std, mean = torch.std_mean(V, dim=1)
     assert torch.allclose(o.logits, model.fc2(model.fc1(torch.cat([mean, std], -1))), atol=1e-5)
     assert not torch.allclose(model(full).logits, o.logits)
     # per sample: only the first sample lacks its visual stream
     part = batch()
-    part["present"] = {"visual": torch.tensor([False, True, True])}
+    part["present"] = {"video": torch.tensor([False, True, True])}
     p = model(part)
     assert torch.allclose(p.logits[0], o.logits[0], atol=1e-6)
     assert torch.allclose(p.logits[1:], model(full).logits[1:], atol=1e-6)
@@ -198,11 +198,11 @@ def test_masking_makes_padding_irrelevant():
 def test_latent_override_replaces_a_modality_vector():
     torch.manual_seed(0)
     model = TriFusion(attention="intra", **TINY).eval()
-    b = batch(drop=("visual",))
+    b = batch(drop=("video",))
     v = torch.randn(3, 8)
-    b["latent_override"] = {"visual": v}
+    b["latent_override"] = {"video": v}
     o = model(b)
-    assert torch.equal(o.pooled["visual"], v) and o.extras["weights"]["visual"].all()
+    assert torch.equal(o.pooled["video"], v) and o.extras["weights"]["video"].all()
     V = torch.stack([o.pooled["text"], v, o.pooled["audio"]], 1)
     std, mean = torch.std_mean(V, dim=1)
     assert torch.allclose(o.logits, model.fc2(model.fc1(torch.cat([mean, std], -1))), atol=1e-5)
@@ -218,7 +218,7 @@ def test_bad_configurations_are_named():
     with pytest.raises(ValueError, match="like 'V2T'"):
         pair_modalities("T2T")
     with pytest.raises(ValueError, match="modalities must be"):
-        create_model("tri_fusion_intra", modalities=["video"])
+        create_model("tri_fusion_intra", modalities=["visual"])
     with pytest.raises(ValueError, match=r"must be \(B, T, 6\)"):
         TriFusion(**TINY)({"features": {"text": torch.randn(2, 3, 5)}})
 

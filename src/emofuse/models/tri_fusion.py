@@ -1,4 +1,4 @@
-"""Intra- vs cross-attention tri-modal fusion (text, visual, audio) on frozen features.
+"""Intra- vs cross-attention tri-modal fusion (text, video, audio) on frozen features.
 
 Rajan, "Learning from Audio, Vision and Language Modalities for Affect Recognition Tasks", PhD thesis, QMUL 2022,
 Ch. 4, and Rajan, Brutti & Cavallaro, "Is Cross-Attention Preferable to Self-Attention for Multi-Modal Emotion
@@ -6,7 +6,7 @@ Recognition?", ICASSP 2022; code ``smartcameras/SelfCrossAttn`` (``TVAModel_Self
 Specs: ``specs/rajan-thesis.md`` §3.2. Per modality (IEMOCAP inputs of the thesis):
 
 * text: GloVe-300, 128 tokens, input dropout 0.25 [C], no shortening;
-* visual: ResNet-101 2048-d at 3 Hz, 32 frames, shortened to 25 by :class:`~emofuse.layers.fusion.TimeMixing`
+* video: ResNet-101 2048-d at 3 Hz, 32 frames, shortened to 25 by :class:`~emofuse.layers.fusion.TimeMixing`
   (``Conv1d(32, 25, 1)`` with the frames as channels);
 * audio: MFCC + Δ + ΔΔ 120-d, 1000 frames, shortened to 500 (``Conv1d(1000, 500, 1)``);
 
@@ -17,8 +17,8 @@ Each attention output is averaged over time; the ``K`` vectors (3 or 6) are stac
 and unbiased std across ``K`` ("statistical pooling", SP) give 240 values, then ``Linear(240, 60)`` and
 ``Linear(60, 7)`` with no non-linearity between them [C]. The softmax is the loss's.
 
-Parameters (PyTorch GRUs carry two bias vectors; spec §3.2, asserted by the tests): text bi-GRU 130,320, visual
-bi-GRU 759,600, audio bi-GRU 65,520, audio conv 500,500, visual conv 825, each attention 58,080, FC1 14,460,
+Parameters (PyTorch GRUs carry two bias vectors; spec §3.2, asserted by the tests): text bi-GRU 130,320, video
+bi-GRU 759,600, audio bi-GRU 65,520, audio conv 500,500, video conv 825, each attention 58,080, FC1 14,460,
 FC2 427: **intra 1,645,892**, **cross 1,820,132**.
 
 Choices (each a constructor option): ``masking=False`` follows the code (zero-padded steps take part in
@@ -29,7 +29,7 @@ feeds it as zeros like any input, which is what the thesis' Table 4.4 does; SP o
 (``single_std="zero"``, spec §3.5.1) or drops the std half (``"drop"``); ``pooling="concat"`` is the noSP variant;
 ``attention="cross_intra"`` concatenates both models' SP outputs (480-d) before one classifier.
 
-Batch: ``batch["features"] = {"text": (B, T, 300), "text_mask": (B, T) bool, "visual": ..., "audio": ...}``;
+Batch: ``batch["features"] = {"text": (B, T, 300), "text_mask": (B, T) bool, "video": ..., "audio": ...}``;
 optionally ``batch["present"] = {m: (B,) bool}`` and ``batch["latent_override"] = {m: (B, 120)}`` (KNN imputation
 of a missing modality's vector at the input of SP, intra attention only; the modality then counts as present).
 """
@@ -52,15 +52,15 @@ from emofuse.models.base import EmotionModel, ModelOutput
 __all__ = ["CROSS_PAIRS", "MODALITIES", "TriFusion", "pair_modalities"]
 
 #: Modalities in the thesis' order (T, V, A).
-MODALITIES = ("text", "visual", "audio")
-_LETTER = {"T": "text", "V": "visual", "A": "audio"}
+MODALITIES = ("text", "video", "audio")
+_LETTER = {"T": "text", "V": "video", "A": "audio"}
 #: Cross-attention modules ``X2Y`` (source X = keys/values, target Y = queries), in the code's order.
 CROSS_PAIRS = ("V2T", "A2T", "T2V", "A2V", "T2A", "V2A")
 _ATTENTION = ("intra", "cross", "cross_intra")
 
 
 def pair_modalities(pair: str) -> tuple[str, str]:
-    """``"V2T"`` → ``("visual", "text")``: (source = keys/values, target = queries)."""
+    """``"V2T"`` → ``("video", "text")``: (source = keys/values, target = queries)."""
     if len(pair) != 3 or pair[1] != "2" or pair[0] not in _LETTER or pair[2] not in _LETTER or pair[0] == pair[2]:
         raise ValueError(f"cross-attention pair must look like 'V2T' (letters T, V, A; two different), got {pair!r}")
     return _LETTER[pair[0]], _LETTER[pair[2]]
@@ -97,24 +97,24 @@ class TriFusion(EmotionModel):
 
     Args:
         attention: ``"intra"`` (one self-attention per modality), ``"cross"`` (one per pair) or ``"cross_intra"``.
-        modalities: Modalities used (subset of ``text``, ``visual``, ``audio``); for cross attention the pairs
+        modalities: Modalities used (subset of ``text``, ``video``, ``audio``); for cross attention the pairs
             among them (default all ordered pairs). Cross attention needs two modalities.
         pairs: Cross-attention modules to keep (``["T2V", "A2V"]``, Table 4.3); their modalities must be in
             ``modalities``. ``None``: every ordered pair of ``modalities``.
         text_dim: Text feature size (GloVe 300).
-        visual_dim: Visual feature size (ResNet-101 2048).
+        video_dim: Visual feature size (ResNet-101 2048).
         audio_dim: Audio feature size (MFCC + Δ + ΔΔ 120).
         text_len: Text steps (inputs are cropped or zero-padded to it; 128).
-        visual_len: Visual steps (32).
+        video_len: Visual steps (32).
         audio_len: Audio steps (1000).
         text_short: Text length after shortening (``None``: no shortening, the thesis' choice).
-        visual_short: Visual length after shortening (25; ``None``: none).
+        video_short: Visual length after shortening (25; ``None``: none).
         audio_short: Audio length after shortening (500; ``None``: none).
         hidden: GRU size per direction ``H`` (60); attention size is ``2 H``.
         num_heads: Attention heads (6).
         attn_dropout: Attention-weight dropout (0.1).
         text_dropout: Dropout on the text embeddings (0.25 [C]).
-        visual_dropout: Dropout on the visual inputs (0).
+        video_dropout: Dropout on the visual inputs (0).
         audio_dropout: Dropout on the audio inputs (0).
         fc_dim: First classifier layer size (``None``: ``H``).
         fc_activation: ``"none"`` (the code) or ``"relu"`` between the two classifier layers.
@@ -131,19 +131,19 @@ class TriFusion(EmotionModel):
         modalities: tuple[str, ...] | list[str] = MODALITIES,
         pairs: list[str] | tuple[str, ...] | None = None,
         text_dim: int = 300,
-        visual_dim: int = 2048,
+        video_dim: int = 2048,
         audio_dim: int = 120,
         text_len: int = 128,
-        visual_len: int = 32,
+        video_len: int = 32,
         audio_len: int = 1000,
         text_short: int | None = None,
-        visual_short: int | None = 25,
+        video_short: int | None = 25,
         audio_short: int | None = 500,
         hidden: int = 60,
         num_heads: int = 6,
         attn_dropout: float = 0.1,
         text_dropout: float = 0.25,
-        visual_dropout: float = 0.0,
+        video_dropout: float = 0.0,
         audio_dropout: float = 0.0,
         fc_dim: int | None = None,
         fc_activation: str = "none",
@@ -189,19 +189,19 @@ class TriFusion(EmotionModel):
             modalities=list(mods),
             pairs=list(pairs) if pairs is not None else None,
             text_dim=text_dim,
-            visual_dim=visual_dim,
+            video_dim=video_dim,
             audio_dim=audio_dim,
             text_len=text_len,
-            visual_len=visual_len,
+            video_len=video_len,
             audio_len=audio_len,
             text_short=text_short,
-            visual_short=visual_short,
+            video_short=video_short,
             audio_short=audio_short,
             hidden=hidden,
             num_heads=num_heads,
             attn_dropout=attn_dropout,
             text_dropout=text_dropout,
-            visual_dropout=visual_dropout,
+            video_dropout=video_dropout,
             audio_dropout=audio_dropout,
             fc_dim=fc_dim,
             fc_activation=fc_activation,
@@ -217,7 +217,7 @@ class TriFusion(EmotionModel):
         self.dim = 2 * hidden
         spec = {
             "text": (text_dim, text_len, text_short, text_dropout),
-            "visual": (visual_dim, visual_len, visual_short, visual_dropout),
+            "video": (video_dim, video_len, video_short, video_dropout),
             "audio": (audio_dim, audio_len, audio_short, audio_dropout),
         }
         self.input_dims = {m: spec[m][0] for m in mods}
@@ -374,7 +374,7 @@ def _build(defaults: dict[str, Any], overrides: dict[str, Any]) -> TriFusion:
 
 @register_model
 def tri_fusion_intra(**kwargs: Any) -> TriFusion:
-    """Intra-attention (self-attention) tri-modal fusion, text + visual + audio (≈ 1.65 M parameters, 7 classes)."""
+    """Intra-attention (self-attention) tri-modal fusion, text + video + audio (≈ 1.65 M parameters, 7 classes)."""
     return _build(dict(attention="intra"), kwargs)
 
 
