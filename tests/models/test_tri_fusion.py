@@ -81,6 +81,11 @@ def test_statistical_pooling_matches_torch_std_mean():
     assert torch.equal(out[2], torch.zeros(10))  # none
     with pytest.raises(ValueError, match="weights must be"):
         statistical_pooling(v, w[:, :3])
+    same = torch.ones(1, 3, 2, requires_grad=True)  # zero spread: std exactly 0 and finite gradients
+    sp = statistical_pooling(same)
+    assert torch.equal(sp[0, 2:], torch.zeros(2))
+    sp.sum().backward()
+    assert torch.isfinite(same.grad).all()
 
 
 def test_time_mixing_is_a_matrix_over_frames():

@@ -52,7 +52,8 @@ def statistical_pooling(vectors: Tensor, weights: Tensor | None = None, unbiased
     denom = n - 1.0 if unbiased else n
     ok = denom > 0  # (B, 1)
     var = sq / torch.where(ok, denom, torch.ones_like(denom))
-    std = torch.where(ok, var.clamp_min(1e-12).sqrt(), torch.zeros_like(var))  # (B, d)
+    pos = ok & (var > 0)  # sqrt only where positive: exact zeros, and no infinite gradient at 0
+    std = torch.where(pos, torch.where(pos, var, torch.ones_like(var)).sqrt(), torch.zeros_like(var))  # (B, d)
     return torch.cat([mean, std], dim=-1)
 
 
