@@ -6,10 +6,10 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "create_model", "list_models"]
+__all__ = ["Predictor", "__version__", "create_model", "list_models"]
 
 # Public API loaded on first access, so ``import emofuse`` stays fast (no torch import).
-_LAZY = {"create_model": "emofuse.models", "list_models": "emofuse.models"}
+_LAZY = {"create_model": "emofuse.models", "list_models": "emofuse.models", "Predictor": "emofuse.inference"}
 
 
 def __getattr__(name: str) -> Any:
