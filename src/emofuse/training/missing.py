@@ -1,0 +1,294 @@
+"""Missing-modality evaluation of trained runs (Rajan 2022, Tables 4.4 / 4.5 and §4.4.2).
+
+:func:`evaluate_missing` rebuilds every finished run of ``RUN_DIR`` and scores its own fold's test split (or
+another manifest) once per *condition*, a set of dropped modalities, with the modalities
+
+* ``zero``: fed as zeros (masks kept, the thesis' protocol),
+* ``absent``: marked absent (zeros, masks False, ``present`` False), or
+* ``knn``: imputed from the ``K`` nearest training samples (:class:`~emofuse.pipeline.imputation.KNNImputer`
+  fitted on the run's training split): on the model's per-modality vectors at the input of its fusion when it
+  accepts ``batch["latent_override"]`` (``tri_fusion_intra``: the thesis' procedure), else on time-averaged
+  input features.
+
+It writes ``missing.json`` and ``missing.md``: one row per condition with ● present / ○ missing per modality and
+WA, UA, macro F1 as mean (std) over runs. The ``full`` condition (nothing dropped) is always scored first.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from emofuse.config import load_config
+from emofuse.config.schema import ExperimentConfig
+from emofuse.data.manifest import Utterance, read_manifest
+from emofuse.metrics import aggregate, format_mean_std
+from emofuse.models.base import EmotionModel, ModelOutput
+from emofuse.models.checkpoint import load_checkpoint
+from emofuse.pipeline.imputation import KNNImputer, impute_inputs, time_averages
+from emofuse.pipeline.missing import drop_modalities
+from emofuse.training.components import Components, DefaultComponents
+from emofuse.training.datamodule import make_loader
+from emofuse.training.evaluate import _to, finished_runs, predict, score
+from emofuse.training.rundir import resolve_classes, resolve_folds
+from emofuse.utils.io import atomic_write, atomic_write_json
+
+__all__ = ["MISSING_MODES", "all_conditions", "evaluate_missing", "missing_markdown", "supports_latent_imputation"]
+
+logger = logging.getLogger(__name__)
+MISSING_MODES = ("zero", "absent", "knn")
+
+
+def supports_latent_imputation(model: EmotionModel) -> bool:
+    """Whether ``model`` takes ``batch["latent_override"]`` (per-modality fusion-input vectors in ``pooled``)."""
+    return getattr(model, "attention", None) == "intra" and hasattr(model, "encode")
+
+
+def all_conditions(modalities: Sequence[str]) -> list[tuple[str, ...]]:
+    """Every non-empty proper subset of ``modalities`` to drop, one modality missing first (Table 4.4's rows)."""
+    mods = tuple(modalities)
+    return [c for r in range(len(mods) - 1, 0, -1) for c in reversed(list(itertools.combinations(mods, r)))]
+
+
+class _Transformed(EmotionModel):
+    """``model`` behind a batch transform (so :func:`~emofuse.training.evaluate.predict` can score it)."""
+
+    def __init__(self, model: EmotionModel, transform: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+        super().__init__()
+        self.inner = model
+        self.transform = transform
+        self.model_name = model.model_name
+
+    def forward(self, batch: dict[str, Any]) -> ModelOutput:  # noqa: D102
+        return self.inner(self.transform(batch))
+
+
+def _modality_vectors(
+    model: EmotionModel, batch: dict[str, Any], modalities: Sequence[str], latent: bool
+) -> dict[str, Tensor]:
+    if latent:
+        out = model(batch)
+        return {m: out.pooled[m] for m in modalities}
+    return time_averages(batch, modalities)
+
+
+def _present(batch: dict[str, Any], modality: str) -> Tensor:
+    feats = batch.get("features") or {}
+    mask = feats.get(f"{modality}_mask")
+    if modality not in feats:
+        raise KeyError(f"KNN imputation needs batch['features'][{modality!r}]")
+    p = mask.bool().any(1) if mask is not None else torch.ones(feats[modality].shape[0], dtype=torch.bool)
+    given = (batch.get("present") or {}).get(modality)
+    return p & given.bool() if given is not None else p
+
+
+def fit_imputer(
+    model: EmotionModel,
+    dataset: Any,
+    cfg: ExperimentConfig,
+    k: int,
+    device: str | torch.device = "cpu",
+) -> tuple[KNNImputer, bool]:
+    """A :class:`KNNImputer` fitted on ``dataset`` (training split) samples that have every modality.
+
+    Returns:
+        The imputer and whether it works on the model's latent vectors (else on time-averaged inputs).
+    """
+    latent = supports_latent_imputation(model)
+    mods = list(model.modalities)
+    model = model.to(device).eval()
+    rows: dict[str, list[np.ndarray]] = {m: [] for m in mods}
+    with torch.inference_mode():
+        for batch in make_loader(dataset, cfg.data, shuffle=False, batch_size=cfg.eval.batch_size):
+            batch = _to(batch, torch.device(device))
+            keep = torch.stack([_present(batch, m) for m in mods]).all(0)  # (B,)
+            if not bool(keep.any()):
+                continue
+            vecs = _modality_vectors(model, batch, mods, latent)
+            for m in mods:
+                rows[m].append(vecs[m][keep].float().cpu().numpy())
+    if not rows[mods[0]]:
+        raise ValueError("KNN imputation: no training sample has every modality present")
+    return KNNImputer(k).fit({m: np.concatenate(v) for m, v in rows.items()}), latent
+
+
+def _knn_transform(
+    model: EmotionModel, imputer: KNNImputer, latent: bool, drop: Sequence[str]
+) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    keep = [m for m in model.modalities if m not in drop]
+
+    def transform(batch: dict[str, Any]) -> dict[str, Any]:
+        dropped = drop_modalities(batch, drop, "absent")
+        avail = _modality_vectors(model, dropped, keep, latent)
+        values = imputer.impute({m: v.float() for m, v in avail.items()}, list(drop))
+        ref = next(iter(avail.values()))
+        tensors = {m: torch.as_tensor(v, dtype=ref.dtype, device=ref.device) for m, v in values.items()}
+        if latent:
+            return {**dropped, "latent_override": tensors}
+        return impute_inputs(dropped, tensors)
+
+    return transform
+
+
+def evaluate_missing(
+    run_dir: str | Path,
+    conditions: Sequence[Sequence[str]] | None = None,
+    mode: str = "zero",
+    k: int | Sequence[int] = 10,
+    manifest: str | Path | None = None,
+    out_dir: str | Path | None = None,
+    components: Components | None = None,
+) -> dict[str, Any]:
+    """Score every finished run of ``run_dir`` with modalities missing.
+
+    Args:
+        run_dir: A folder written by ``emofuse train``.
+        conditions: Modality sets to drop, e.g. ``[["video"], ["video", "audio"]]``; ``None``: every non-empty
+            proper subset of the model's modalities (Table 4.4's six rows for three modalities).
+        mode: ``zero``, ``absent`` or ``knn``.
+        k: Neighbours for ``knn`` (one value, or several: one row per ``K``).
+        manifest: Score this manifest's labelled records instead of each run's own fold test split.
+        out_dir: Write ``missing.json`` and ``missing.md`` there (``None``: don't write).
+        components: How to build the inputs (default: the library's).
+
+    Returns:
+        ``{"run_dir", "mode", "modalities", "classes", "conditions": [{"name", "drop", "mode", "k", "runs":
+        [{"fold", "seed", "metrics"}], "aggregate"}]}``.
+
+    Raises:
+        FileNotFoundError: ``run_dir`` has no ``config.yaml`` or no finished runs.
+        ValueError: Bad mode, an unknown modality in a condition, or a condition that drops every modality.
+    """
+    if mode not in MISSING_MODES:
+        raise ValueError(f"missing-modality mode must be one of {MISSING_MODES}, got {mode!r}")
+    ks = [int(k)] if isinstance(k, int) else [int(x) for x in k]
+    run_dir = Path(run_dir)
+    cfg_path = run_dir / "config.yaml"
+    if not cfg_path.is_file():
+        raise FileNotFoundError(f"{run_dir} is not a training run folder (no config.yaml)")
+    cfg: ExperimentConfig = load_config(cfg_path)
+    runs = finished_runs(run_dir)
+    if not runs:
+        raise FileNotFoundError(f"{run_dir} has no finished runs (no <fold>/seed<k>/DONE); train first")
+    if cfg.data.manifest is None:
+        raise ValueError(f"{cfg_path}: data.manifest is not set")
+    records = read_manifest(cfg.data.manifest)
+    classes, records = resolve_classes(cfg, records)
+    by_id = {r.id: r for r in records}
+    folds = {f.name: f for f in resolve_folds(cfg, records)}
+    other: list[Utterance] | None = None
+    if manifest is not None:
+        other = [r for r in read_manifest(manifest) if r.label is not None]
+        if not other:
+            raise ValueError(f"{manifest}: no labelled records to score")
+    components = components or DefaultComponents(progress=False)
+    stage = cfg.resolved_stages()[-1]
+    device = "cuda" if cfg.trainer.accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available() else "cpu"
+
+    modalities: list[str] = []
+    rows: dict[str, dict[str, Any]] = {}
+    for fold_name, seed, ckpt in runs:
+        model, _ = load_checkpoint(ckpt)
+        modalities = list(model.modalities)
+        conds = [tuple(c) for c in conditions] if conditions is not None else all_conditions(modalities)
+        for c in conds:
+            bad = [m for m in c if m not in modalities]
+            if bad or not c or len(c) >= len(modalities):
+                raise ValueError(
+                    f"condition {list(c)}: drop a non-empty proper subset of the model's modalities {modalities}"
+                    + (f" ({bad} unknown)" if bad else "")
+                )
+        if other is None:
+            fold = folds.get(fold_name)
+            if fold is None:
+                raise ValueError(f"run {ckpt}: fold {fold_name!r} is not a fold of the run's protocol")
+            test = [by_id[i] for i in fold.test]
+        else:
+            test = other
+        dataset = components.dataset(cfg, stage, model, test, classes, "test")
+        plan: list[tuple[str, tuple[str, ...], str, int | None]] = [("full", (), "none", None)]
+        for c in conds:
+            name = "-" + "-".join(c)
+            if mode == "knn":
+                plan += [(f"{name} (knn k={kk})", c, "knn", kk) for kk in ks]
+            else:
+                plan.append((f"{name} ({mode})", c, mode, None))
+        imputers: dict[int, tuple[KNNImputer, bool]] = {}
+        if mode == "knn":
+            if fold_name not in folds:
+                raise ValueError(f"run {ckpt}: fold {fold_name!r} has no training split to fit KNN on")
+            train = components.dataset(cfg, stage, model, [by_id[i] for i in folds[fold_name].train], classes, "train")
+            for kk in ks:
+                imputers[kk] = fit_imputer(model, train, cfg, kk, device)
+        for name, drop, how, kk in plan:
+            if how == "none":
+                scored: EmotionModel = model
+            elif how == "knn":
+                assert kk is not None
+                imputer, latent = imputers[kk]
+                scored = _Transformed(model, _knn_transform(model, imputer, latent, drop))
+            else:
+                scored = _Transformed(model, lambda b, d=drop, h=how: drop_modalities(b, d, h))  # type: ignore[misc]
+            preds = predict(scored, dataset, cfg.data, cfg.eval.batch_size, device)
+            row = rows.setdefault(name, {"name": name, "drop": list(drop), "mode": how, "k": kk, "runs": []})
+            row["runs"].append(
+                {"fold": fold_name, "seed": seed, "checkpoint": str(ckpt), "metrics": score(preds, classes)}
+            )
+    for row in rows.values():
+        row["aggregate"] = aggregate([r["metrics"] for r in row["runs"] if r["metrics"]])
+    doc = {
+        "run_dir": str(run_dir),
+        "name": cfg.name,
+        "mode": mode,
+        "modalities": modalities,
+        "classes": classes,
+        "scored": str(manifest) if manifest is not None else "each run's fold test split",
+        "n_runs": len(runs),
+        "conditions": list(rows.values()),
+    }
+    if out_dir is not None:
+        out = Path(out_dir)
+        atomic_write_json(out / "missing.json", doc)
+        atomic_write(out / "missing.md", missing_markdown(doc))
+    return doc
+
+
+def _cell(agg: dict[str, Any], key: str, digits: int) -> str:
+    node = agg.get(key)
+    if not isinstance(node, dict) or "mean" not in node:
+        return "–"
+    return format_mean_std(node["mean"], node["std"], digits)
+
+
+def missing_markdown(doc: dict[str, Any], digits: int = 3) -> str:
+    """Table 4.4 / 4.5-style Markdown: one row per condition, ● present / ○ missing, WA / UA / macro F1."""
+    mods = list(doc.get("modalities", []))
+    lines = [f"# {doc.get('name', 'experiment')}: missing modalities", ""]
+    lines += [
+        f"{doc.get('n_runs', 0)} run(s) of {doc.get('run_dir')}, scored on {doc.get('scored')}; missing modalities "
+        f"are {doc.get('mode')}. Values are mean (std) over runs, ddof = 1.",
+        "",
+    ]
+    header = [m.capitalize() for m in mods] + ["Missing as", "WA", "UA", "Macro F1"]
+    lines += ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    for row in doc.get("conditions", []):
+        marks = ["○" if m in row["drop"] else "●" for m in mods]
+        how = "–" if row["mode"] == "none" else row["mode"] + (f" (K={row['k']})" if row.get("k") else "")
+        agg = row.get("aggregate", {})
+        lines.append(
+            "| " + " | ".join([*marks, how, *[_cell(agg, k, digits) for k in ("wa", "ua", "macro_f1")]]) + " |"
+        )
+    lines += [
+        "",
+        "WA = overall accuracy, UA = mean per-class recall (the thesis calls overall accuracy UWA and the "
+        "balanced one WA).",
+        "",
+    ]
+    return "\n".join(lines)
