@@ -166,6 +166,10 @@ def analyze(
     if set(getattr(model, "modalities", ())) != set(_MODALITIES) or not model.config.get("with_head", True):
         raise ValueError(f"{ckpt}: the analyses need a fine-tuned audio+text model, got {model.model_name!r}")
     records = [r for r in read_manifest(manifest) if r.label is not None]
+    if cfg is not None:  # the run's transcripts (data.text_field: gold text or ASR)
+        from emofuse.training.rundir import select_text
+
+        records = select_text(records, cfg.data.text_field, manifest)
     found = {str(r.label) for r in records}
     classes = [str(c) for c in meta.get("classes") or sorted(found)]
     unknown = sorted(found - set(classes))

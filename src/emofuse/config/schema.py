@@ -43,6 +43,9 @@ class DataConfig(_Section):
         batch_size: Fixed batch size, used when ``max_batch_samples`` is ``None``.
         sample_rate: Audio sample rate in Hz.
         num_workers: DataLoader worker processes.
+        text_field: Transcript used as the text input: ``text`` (gold), or another record field / ``extra``
+            key, e.g. ``asr_text`` (written by ``emofuse transcribe``) for the paper's ASR rows. Records
+            without it are an error naming the record.
     """
 
     manifest: Path | None = None
@@ -54,6 +57,7 @@ class DataConfig(_Section):
     batch_size: int = Field(default=16, gt=0)
     sample_rate: int = Field(default=16_000, gt=0)
     num_workers: int = Field(default=0, ge=0)
+    text_field: str = "text"
 
 
 _MODEL_OPTIONS: dict[str, type[BaseModel]] = {}
@@ -247,6 +251,8 @@ class EncodersConfig(_Section):
         trim_silence: Trim leading / trailing silence when loading audio.
         allow_random: Allow random weights when no pretrained weights resolve (loud warning, recorded).
         extract_batch_size: Utterances per encoder call when extracting.
+        audio_options: Options of the audio encoder (e.g. ``{n_mfcc: 80}``), passed to ``create_encoder``.
+        text_options: Options of the text encoder (e.g. ``{path: glove.840B.300d.txt}`` for ``glove``).
     """
 
     audio: str | None = None
@@ -259,6 +265,8 @@ class EncodersConfig(_Section):
     trim_silence: bool = False
     allow_random: bool = False
     extract_batch_size: int = Field(default=8, gt=0)
+    audio_options: dict[str, Any] = Field(default_factory=dict)
+    text_options: dict[str, Any] = Field(default_factory=dict)
 
 
 class EvalConfig(_Section):

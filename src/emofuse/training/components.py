@@ -128,9 +128,10 @@ class DefaultComponents(Components):
         from emofuse.encoders import create_encoder
 
         layer = cfg.encoders.audio_layer if modality == "audio" else cfg.encoders.text_layer
-        key = (name, layer, cfg.encoders.allow_random)
+        options = dict(cfg.encoders.audio_options if modality == "audio" else cfg.encoders.text_options)
+        key = (name, layer, cfg.encoders.allow_random, repr(sorted(options.items())))
         if key not in self._encoders:
-            enc = create_encoder(name, layer=layer, frozen=True, allow_random=cfg.encoders.allow_random)
+            enc = create_encoder(name, layer=layer, frozen=True, allow_random=cfg.encoders.allow_random, **options)
             if enc.modality != modality:
                 raise ValueError(f"encoders.{modality} = {name!r} is a {enc.modality} encoder")
             self._encoders[key] = enc
@@ -150,6 +151,8 @@ class DefaultComponents(Components):
         from emofuse.features import FeatureCacheError, FeatureStore, extract_features
 
         root = self.cache_root(cfg)
+        if encoder.modality == "text" and cfg.data.text_field != "text":
+            root = root / f"text-{cfg.data.text_field}"  # other transcripts (ASR): never mixed with the gold ones
         key = (id(encoder), str(root))
         if key in self._stores:
             return self._stores[key]

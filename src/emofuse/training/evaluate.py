@@ -25,6 +25,7 @@ from emofuse.models.base import EmotionModel
 from emofuse.models.checkpoint import load_checkpoint
 from emofuse.training.components import Components, DefaultComponents
 from emofuse.training.datamodule import make_loader
+from emofuse.training.rundir import select_text
 from emofuse.utils.io import atomic_write, atomic_write_json
 
 __all__ = ["evaluate_run", "finished_runs", "predict", "score", "write_predictions"]
@@ -155,6 +156,7 @@ def evaluate_run(
     if not runs:
         raise FileNotFoundError(f"{run_dir} has no finished runs (no <fold>/seed<k>/DONE); train first")
     records: list[Utterance] = [r for r in read_manifest(manifest) if r.label is not None]
+    records = select_text(records, cfg.data.text_field, manifest)
     if not records:
         raise ValueError(f"{manifest}: no labelled records to score")
     components = components or DefaultComponents()

@@ -28,6 +28,7 @@ __all__ = [
     "resolve_classes",
     "resolve_folds",
     "run_env",
+    "select_text",
 ]
 
 logger = logging.getLogger(__name__)
@@ -97,6 +98,33 @@ def claim_run_dir(cfg: ExperimentConfig, out_dir: Path, overwrite: bool) -> None
             f"{out_dir} is not empty and is not an emofuse run folder (no config.yaml); choose another --out"
         )
     dump_config(cfg, cfg_file)
+
+
+def select_text(records: Sequence[Utterance], field: str, source: object = "manifest") -> list[Utterance]:
+    """The records with ``text`` replaced by the transcript in ``field`` (``data.text_field``).
+
+    ``field`` is a record field or a key of ``extra`` (``asr_text``, as ``emofuse transcribe`` writes it).
+    ``"text"`` returns the records unchanged.
+
+    Raises:
+        ValueError: A record has no (or a non-string) value in ``field``; names the first few records.
+    """
+    if field == "text":
+        return list(records)
+    out, missing = [], []
+    for rec in records:
+        value = getattr(rec, field, None) if field in Utterance.model_fields else rec.extra.get(field)
+        if not isinstance(value, str):
+            missing.append(rec.id)
+            continue
+        out.append(rec.model_copy(update={"text": value}))
+    if missing:
+        shown = ", ".join(missing[:5]) + (", ..." if len(missing) > 5 else "")
+        hint = " (run `emofuse transcribe` to add asr_text)" if field == "asr_text" else ""
+        raise ValueError(
+            f"{source}: data.text_field={field!r}, but {len(missing)} record(s) have no text there: {shown}{hint}"
+        )
+    return out
 
 
 def resolve_classes(cfg: ExperimentConfig, records: list[Utterance]) -> tuple[list[str], list[Utterance]]:

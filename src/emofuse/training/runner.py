@@ -64,6 +64,7 @@ from emofuse.training.rundir import (
     resolve_classes,
     resolve_folds,
     run_env,
+    select_text,
 )
 from emofuse.utils.io import atomic_write_json
 from emofuse.utils.seed import seed_everything
@@ -270,7 +271,12 @@ class _Experiment:
         self.say: Any = print
         if cfg.data.manifest is None:
             raise ValueError("data.manifest is not set (set it in the config or with --set data.manifest=FILE)")
-        records = read_manifest(cfg.data.manifest)
+        if not Path(cfg.data.manifest).is_file():
+            raise FileNotFoundError(
+                f"data.manifest: manifest not found: {cfg.data.manifest} (prepare it with `emofuse prepare`, or "
+                "point to yours with --set data.manifest=FILE; relative paths are relative to the working directory)"
+            )
+        records = select_text(read_manifest(cfg.data.manifest), cfg.data.text_field, cfg.data.manifest)
         self.classes, self.records = resolve_classes(cfg, records)
         self.by_id = {r.id: r for r in self.records}
         self.folds = resolve_folds(cfg, self.records)
