@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from emofuse import __version__
-from emofuse.cli import analyze, data, doctor, extract, models, report, train, transcribe
+from emofuse.cli import analyze, data, doctor, export, extract, models, predict, quickstart, report, train, transcribe
 
 __all__ = ["app", "main"]
 
@@ -33,6 +33,7 @@ def _root(
     """Multimodal emotion recognition toolkit."""
 
 
+app.command("quickstart")(quickstart.quickstart)
 app.command("doctor")(doctor.doctor)
 app.command("prepare")(data.prepare_cmd)
 app.command("validate")(data.validate)
@@ -44,6 +45,8 @@ app.command("extract")(extract.extract)
 app.command("transcribe")(transcribe.transcribe)
 app.command("analyze")(analyze.analyze)
 app.command("report")(report.report)
+app.command("predict")(predict.predict)
+app.command("export")(export.export)
 
 
 def main() -> None:

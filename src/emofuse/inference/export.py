@@ -38,7 +38,16 @@ from emofuse.layers.pooling import masked_mean
 from emofuse.layers.transformer import sinusoidal_positions
 from emofuse.utils.optional import require
 
-__all__ = ["ExportError", "OnnxStudent", "export_onnx", "onnx_input_names"]
+__all__ = [
+    "ExportError",
+    "OnnxStudent",
+    "example_inputs",
+    "export_onnx",
+    "onnx_input_names",
+    "onnx_inputs",
+    "onnx_session",
+    "verify_onnx",
+]
 
 _AUDIO_INPUTS = ("input_values", "audio_mask")
 _TEXT_INPUTS = ("input_ids", "attention_mask")
@@ -292,3 +301,61 @@ def _export_dynamo(student: OnnxStudent, inputs: tuple[Tensor, ...], out: Path, 
     )
     assert program is not None
     program.save(str(out))
+
+
+def onnx_session(path: str | Path, threads: int = 0) -> Any:
+    """An onnxruntime CPU session for an exported student (``pip install 'emofuse[export]'``)."""
+    ort = require("onnxruntime", extra="export", purpose="running ONNX models")
+    opts = ort.SessionOptions()
+    if threads:
+        opts.intra_op_num_threads = threads
+    return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+
+
+def verify_onnx(
+    model: nn.Module, path: str | Path, cases: tuple[tuple[int, float, int], ...] = ((1, 0.6, 5), (3, 1.7, 12))
+) -> float:
+    """Largest absolute difference between onnxruntime's and PyTorch's probabilities over several input shapes.
+
+    Args:
+        model: The student that was exported.
+        path: The ``.onnx`` file.
+        cases: ``(batch, seconds, tokens)`` shapes to compare (rows of different valid lengths each).
+
+    Returns:
+        ``max |p_onnx - p_torch|`` over all cases, rows and classes.
+    """
+    import numpy as np
+
+    student = OnnxStudent(model).eval()
+    session = onnx_session(path)
+    worst = 0.0
+    for batch, seconds, tokens in cases:
+        inputs = example_inputs(student, batch, seconds, tokens)
+        with torch.inference_mode():
+            ref = model(_as_batch(student, inputs)).probs.float().numpy()  # type: ignore[union-attr]
+        got = session.run(["probs"], {k: v.numpy() for k, v in zip(student.input_names, inputs, strict=True)})[0]
+        worst = max(worst, float(np.abs(got - ref).max()))
+    return worst
+
+
+def _as_batch(student: OnnxStudent, inputs: tuple[Tensor, ...]) -> dict[str, dict[str, Tensor]]:
+    """The eager model's batch dict for positional ONNX inputs."""
+    named = dict(zip(student.input_names, inputs, strict=True))
+    batch: dict[str, dict[str, Tensor]] = {}
+    if "input_values" in named:
+        batch["audio"] = {"input_values": named["input_values"], "attention_mask": named["audio_mask"]}
+    if "input_ids" in named:
+        batch["text"] = {k: named[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in named}
+    return batch
+
+
+def onnx_inputs(batch: dict[str, dict[str, Tensor]], names: list[str]) -> dict[str, Any]:
+    """Numpy feeds for an exported student from a :class:`~emofuse.inference.Predictor` batch."""
+    flat: dict[str, Tensor] = {}
+    if "audio" in batch:
+        flat["input_values"] = batch["audio"]["input_values"]
+        flat["audio_mask"] = batch["audio"]["attention_mask"].long()
+    if "text" in batch:
+        flat.update({k: v.long() for k, v in batch["text"].items()})
+    return {k: flat[k].cpu().numpy() for k in names}

@@ -321,9 +321,9 @@ class Predictor:
         doc = read_checkpoint_meta(ckpt)
         if doc.get("model_class") not in RAW_INPUT_CLASSES:
             raise CheckpointError(
-                f"{ckpt}: a {doc.get('model_name')!r} model reads cached encoder features; prediction from audio "
-                "needs a raw-input CMD student checkpoint (cmd_student, cmd_student_late, cmd_student_audio, "
-                "cmd_student_text)"
+                f"{ckpt}: a {doc.get('model_name')!r} model reads cached encoder features; predicting from audio "
+                "(and ONNX export) needs a raw-input CMD student checkpoint (cmd_student, cmd_student_late, "
+                "cmd_student_audio, cmd_student_text)"
             )
         if not doc.get("model_config", {}).get("with_head", True):
             raise CheckpointError(

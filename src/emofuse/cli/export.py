@@ -1,0 +1,63 @@
+"""``emofuse export``: a trained CMD student to ONNX (audio + text inputs, dynamic lengths), checked against PyTorch."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from emofuse.cli._common import console, err_console, handle_errors, print_json
+
+__all__ = ["export"]
+
+
+@handle_errors
+def export(
+    checkpoint: Path = typer.Argument(
+        ..., help="A .safetensors checkpoint, a stage folder, a seed run folder, or a training run folder (RUN_DIR)."
+    ),
+    onnx: Path = typer.Option(..., "--onnx", help="Output .onnx file."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output file."),
+    check: bool = typer.Option(
+        True, "--check/--no-check", help="Compare onnxruntime with PyTorch on several input lengths after export."
+    ),
+    dynamo: bool = typer.Option(False, "--dynamo", help="Use the torch.export (dynamo) exporter (slower)."),
+    json_out: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
+) -> None:
+    """Export a fine-tuned CMD student to ONNX, checked against PyTorch.
+
+    Inputs are the teachers' preprocessed audio and token ids (batch and time axes dynamic); the output is the
+    class probabilities in the checkpoint's class order (stored in the model's metadata as 'classes').
+    """
+    from emofuse.inference.export import OnnxStudent, export_onnx, verify_onnx
+    from emofuse.inference.predictor import Predictor
+
+    if onnx.exists() and not overwrite:
+        raise FileExistsError(f"{onnx} already exists; pass --overwrite to replace it")
+    predictor = Predictor.from_checkpoint(checkpoint)
+    err_console.print(f"checkpoint: {predictor.checkpoint} ({predictor.selection})", highlight=False)
+    model = predictor.model
+    meta = {
+        "classes": json.dumps(predictor.classes),
+        "model_name": str(predictor.meta.get("model_name")),
+        "checkpoint": str(predictor.checkpoint),
+        "model_config": json.dumps(model.config),
+    }
+    path = export_onnx(model, onnx, overwrite=overwrite, meta=meta, dynamo=dynamo)
+    doc = {
+        "onnx": str(path),
+        "checkpoint": str(predictor.checkpoint),
+        "inputs": OnnxStudent(model).input_names,
+        "outputs": ["probs"],
+        "classes": predictor.classes,
+        "bytes": path.stat().st_size,
+        "max_abs_diff": verify_onnx(model, path) if check else None,
+    }
+    if json_out:
+        print_json(doc)
+        return
+    console.print(f"wrote {path} ({doc['bytes'] / 1e6:.2f} MB)", highlight=False)
+    console.print(f"inputs: {', '.join(doc['inputs'])} (batch and time dynamic) -> probs over {predictor.classes}")
+    if doc["max_abs_diff"] is not None:
+        console.print(f"onnxruntime vs PyTorch: max |dp| = {doc['max_abs_diff']:.2e} over 2 batch/length settings")
