@@ -17,6 +17,7 @@ TINY = {
     "cmd_student": dict(audio_teacher="tiny-wav2vec2", text_teacher="tiny-bert"),
     "mult": dict(audio_dim=8, text_dim=12, dim=10, num_heads=2, num_layers=2),
     "probe": dict(input_dim=12),
+    "cm_roberta": dict(audio_dim=8, text_dim=12, hidden=8, num_heads=2, ffn_dim=16, head_hidden=8),
     "mgcma": dict(audio_encoder="tiny-wav2vec2", text_encoder="tiny-bert", num_heads=2, tam_layers=2),
     "tri_fusion": dict(
         audio_dim=8, text_dim=12, video_dim=5, audio_len=8, audio_short=4, text_len=6, video_len=3, video_short=2
@@ -68,6 +69,18 @@ def batch():
     }
 
 
+def for_model(model, batch):
+    """Dialogue-level models (CM-RoBERTa) get dialogues: (B, N, D) utterance vectors, one label per valid turn."""
+    if not getattr(model, "dialogue_level", False):
+        return batch
+    g = torch.Generator().manual_seed(1)
+    mask = torch.tensor([[True, True, True, True], [True, True, False, False]])  # 2 dialogues, 6 utterances
+    feats = {}
+    for m, d in (("audio", 8), ("text", 12)):
+        feats[m], feats[f"{m}_mask"] = torch.randn(B, 4, d, generator=g) * mask[..., None], mask
+    return {"ids": [f"u{i}" for i in range(6)], "labels": torch.tensor([0, 3, 1, 2, 0, 1]), "features": feats}
+
+
 def test_registry_is_populated():
     names = list_models()
     for required in ("cmd_student", "cmd_student_late", "cmd_student_audio", "cmd_student_text"):
@@ -82,11 +95,13 @@ def test_forward_backward(name, batch):
     model = quiet(create_model, name, **tiny_kwargs(name))
     assert isinstance(model, EmotionModel) and model.model_name == name
     model.train()
+    batch = for_model(model, batch)
+    n = len(batch["labels"])  # B utterances (or the valid turns of B dialogues)
     out = model(batch)
     assert isinstance(out, ModelOutput)
-    assert out.logits is not None and out.logits.shape[0] == B and out.logits.ndim == 2
+    assert out.logits is not None and out.logits.shape[0] == n and out.logits.ndim == 2
     assert torch.isfinite(out.logits).all()
-    assert torch.allclose(out.probs.sum(-1), torch.ones(B), atol=1e-5)
+    assert torch.allclose(out.probs.sum(-1), torch.ones(n), atol=1e-5)
     for m, h in out.hidden.items():
         assert h.shape[:2] == out.masks[m].shape
     loss = torch.nn.functional.cross_entropy(out.logits, batch["labels"])
@@ -107,4 +122,5 @@ def test_rebuild_from_config(name, batch):
     rebuilt.load_state_dict(model.state_dict())
     rebuilt.eval()
     assert rebuilt.config == model.config
+    batch = for_model(model, batch)
     assert torch.allclose(rebuilt(batch).logits, model(batch).logits, atol=1e-5)

@@ -99,6 +99,9 @@ class DefaultComponents(Components):
 
     def model(self, cfg: ExperimentConfig, stage: StageConfig, classes: Sequence[str]) -> EmotionModel:  # noqa: D102
         options = {"num_classes": len(classes), **cfg.model.options, **stage.model}
+        for m in _MODALITIES:  # `<m>_dim: null` in a config: the feature size of the configured encoder
+            if f"{m}_dim" in options and options[f"{m}_dim"] is None and getattr(cfg.encoders, m):
+                options[f"{m}_dim"] = int(self.encoder(cfg, m, str(getattr(cfg.encoders, m))).output_dim)
         model = create_model(cfg.model.name, **options)
         if cfg.model.pretrained is not None:
             load_weights(model, find_checkpoint(cfg.model.pretrained), strict=False)
@@ -214,6 +217,12 @@ class DefaultComponents(Components):
         features = {} if raw else {m: self.store(cfg, e) for m, e in encoders.items()}
         teacher = {m: self.store(cfg, e) for m, e in encoders.items()} if stage.task == "distill" else {}
         root = Path(cfg.data.manifest).parent if cfg.data.manifest is not None else None
+        if getattr(model, "dialogue_level", False):  # context models (CM-RoBERTa): one item = one dialogue
+            from emofuse.pipeline.dialogue import DialogueDataset
+
+            if raw:
+                raise ValueError(f"model {model.model_name!r} reads utterance vectors: set encoders.inputs: features")
+            return DialogueDataset(records, list(classes), features)
         return MultimodalDataset(
             records,
             list(classes),

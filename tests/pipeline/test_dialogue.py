@@ -1,0 +1,270 @@
+"""Dialogue batching: grouping by dialogue in turn order, padding + masks, flattened ids/labels, the real MELD dev
+split, the feature cache, and `emofuse train` end to end with a CM-RoBERTa config."""
+
+import csv
+import json
+import os
+import warnings
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from emofuse.data.manifest import Utterance, write_manifest  # noqa: E402
+from emofuse.models import create_model  # noqa: E402
+from emofuse.pipeline.dataset import DatasetItemError  # noqa: E402
+from emofuse.pipeline.dialogue import DialogueDataset, DialogueError, group_dialogues  # noqa: E402
+
+MELD_DEV = Path("/work/shared/data/meld-csv/dev_sent_emo.csv")
+CLASSES = ("neutral", "joy", "anger")
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+class DictStore:
+    """A minimal feature store: ``get`` gives (T, D) frames; ``get_pooled`` is their mean."""
+
+    def __init__(self, frames):
+        self.frames = frames
+        self.output_dim = next(iter(frames.values())).shape[-1]
+
+    def __contains__(self, utt):
+        return utt in self.frames
+
+    def get(self, utt):
+        return self.frames[utt]
+
+    def get_pooled(self, utt):
+        return self.frames[utt].mean(0)
+
+
+def records(spec):
+    """``spec``: (dialogue, turn, label) per record, ids ``<dialogue>_<turn>``."""
+    return [Utterance(id=f"{d}_{t}", text="x", dialogue=d, turn=t, label=lab) for d, t, lab in spec]
+
+
+def stores(recs, dims=(("audio", 3), ("text", 5)), seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return {m: DictStore({r.id: torch.randn(2, d, generator=g) for r in recs}) for m, d in dims}
+
+
+SPEC = [("b", 2, "joy"), ("a", 0, "neutral"), ("b", 0, "anger"), ("b", 1, None), ("a", 1, "joy"), ("c", 5, "joy")]
+
+
+def test_group_dialogues_orders_turns_and_keeps_first_appearance():
+    groups = group_dialogues(records(SPEC))
+    assert [(d.id, [r.turn for r in d.records]) for d in groups] == [("b", [0, 1, 2]), ("a", [0, 1]), ("c", [5])]
+
+
+@pytest.mark.parametrize(
+    ("rec", "match"),
+    [
+        (Utterance(id="u", text="x", turn=0), "no dialogue"),
+        (Utterance(id="u", text="x", dialogue="a"), "no turn"),
+        (Utterance(id="u", text="x", dialogue="a", turn=1), "both turn 1"),
+    ],
+)
+def test_group_dialogues_names_bad_records(rec, match):
+    with pytest.raises(DialogueError, match=match):
+        group_dialogues([Utterance(id="v", text="x", dialogue="a", turn=1), rec])
+
+
+def test_collate_pads_masks_and_flattens_in_row_major_order():
+    recs = records(SPEC)
+    st = stores(recs)
+    ds = DialogueDataset(recs, CLASSES, st)
+    assert len(ds) == 3 and ds.num_utterances == 6
+    batch = ds.collate([ds[0], ds[1], ds[2]])
+    mask = batch["dialogue_mask"]
+    assert mask.tolist() == [[True, True, True], [True, True, False], [True, False, False]]
+    assert batch["ids"] == ["b_0", "b_1", "b_2", "a_0", "a_1", "c_5"] == ds.ids
+    assert batch["labels"].tolist() == [2, -100, 1, 0, 1, 1]  # anger, unlabelled, joy | neutral, joy | joy
+    assert batch["dialogue_labels"][1].tolist() == [0, 1, -100]
+    assert batch["turns"].tolist() == [[0, 1, 2], [0, 1, -1], [5, -1, -1]]
+    assert batch["dialogue_ids"] == ["b", "a", "c"]
+    for m, d in (("audio", 3), ("text", 5)):
+        x = batch["features"][m]
+        assert x.shape == (3, 3, d) and torch.equal(batch["features"][f"{m}_mask"], mask)
+        assert (x[~mask] == 0).all()
+        flat = x[mask]  # rows line up with batch["ids"]
+        for row, utt in zip(flat, batch["ids"], strict=True):
+            assert torch.allclose(row, st[m].get_pooled(utt))
+
+
+def test_model_rows_line_up_with_the_flattened_ids():
+    recs = records(SPEC)
+    ds = DialogueDataset(recs, CLASSES, stores(recs))
+    model = create_model("cm_roberta", audio_dim=3, text_dim=5, hidden=8, num_heads=2, num_classes=3).eval()
+    batch = ds.collate([ds[i] for i in range(3)])
+    out = model(batch)
+    assert out.logits.shape == (len(batch["ids"]), 3)
+    for i in range(3):  # each dialogue alone gives the rows of its utterances
+        one = ds.collate([ds[i]])
+        rows = [batch["ids"].index(u) for u in one["ids"]]
+        assert torch.allclose(model(one).logits, out.logits[rows], atol=1e-5)
+
+
+def test_missing_features_zero_drop_or_error():
+    recs = records(SPEC)
+    st = stores(recs)
+    del st["text"].frames["b_1"]
+    with pytest.warns(UserWarning, match="1 of 6 utterances .* zero vectors"):
+        ds = DialogueDataset(recs, CLASSES, st)
+    item = ds[0]
+    assert item["ids"] == ["b_0", "b_1", "b_2"] and (item["features"]["text"][1] == 0).all()
+    assert ds.missing == {"b_1": ["text"]}
+    with pytest.warns(UserWarning, match="left out"):
+        dropped = DialogueDataset(recs, CLASSES, st, missing="drop")
+    assert dropped[0]["ids"] == ["b_0", "b_2"] and dropped.num_utterances == 5
+    with pytest.raises(DatasetItemError, match="b_1"):
+        DialogueDataset(recs, CLASSES, st, missing="error")
+    with pytest.raises(ValueError, match="not one of the classes"):
+        DialogueDataset(records([("a", 0, "fear")]), CLASSES, st)
+
+
+def test_max_turns_splits_long_dialogues_in_order():
+    recs = records([("a", t, "joy") for t in range(5)])
+    ds = DialogueDataset(recs, CLASSES, stores(recs), max_turns=2)
+    assert [(d.id, [r.turn for r in d.records]) for d in ds.dialogues] == [
+        ("a#0", [0, 1]),
+        ("a#1", [2, 3]),
+        ("a#2", [4]),
+    ]
+
+
+@pytest.mark.slow  # builds a transformers model (import cost)
+def test_reads_pooled_vectors_from_the_feature_cache(tmp_path):
+    from emofuse.encoders import create_encoder
+    from emofuse.features import FeatureStore, extract_features
+
+    recs = [
+        Utterance(id=f"d{d}_u{t}", text=f"turn {t} of dialogue {d}", dialogue=f"d{d}", turn=t, label="joy")
+        for d in range(2)
+        for t in range(3)
+    ]
+    enc = create_encoder("tiny-roberta-last2")
+    store = extract_features(recs, enc, tmp_path / "cache", progress=False)
+    assert isinstance(store, FeatureStore) and store.output_dim == 64
+    assert store.get(recs[0].id).shape == (1, 64)  # one row per utterance, not per token
+    ds = DialogueDataset(recs, CLASSES, {"text": store})
+    batch = ds.collate([ds[0], ds[1]])
+    expected = enc.encode([r.text for r in recs]).pooled
+    got = batch["features"]["text"][batch["dialogue_mask"]]
+    assert torch.allclose(got, expected, atol=2e-3)  # fp16 cache
+
+
+def meld_dev_rows():
+    with MELD_DEV.open(encoding="utf-8", errors="replace", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.skipif(not MELD_DEV.is_file(), reason=f"real MELD dev CSV not found at {MELD_DEV}")
+def test_real_meld_dev_split_groups_into_dialogues_in_turn_order(tmp_path):
+    from emofuse.data.corpora.meld import prepare_meld
+
+    (tmp_path / "meld").mkdir()
+    (tmp_path / "meld" / "dev_sent_emo.csv").symlink_to(MELD_DEV)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        prepared = prepare_meld(tmp_path / "meld", allow_missing_audio=True, progress=False, splits=("dev",))
+    recs = [r for r in prepared.records if r.split == "dev"]
+    assert len(recs) == 1109
+    rows = meld_dev_rows()
+    expected = {}
+    for row in rows:  # the CSV itself, read independently of the recipe
+        expected.setdefault(int(row["Dialogue_ID"]), []).append(int(row["Utterance_ID"]))
+    assert len(expected) == 114  # official dev dialogue count (specs/cm-roberta.md §4)
+    shuffled = recs[::-1]  # grouping must not rely on the manifest order
+    dias = group_dialogues(shuffled)
+    assert len(dias) == len(expected) == 114
+    assert sum(len(d) for d in dias) == 1109
+    for d in dias:
+        turns = [r.turn for r in d.records]
+        assert turns == sorted(turns) == sorted(expected[int(d.id.removeprefix("dev_dia"))])
+    # batching 32 dialogues at a time serves every utterance exactly once, in dialogue/turn order
+    st = {"text": DictStore({r.id: torch.zeros(1, 2) for r in recs})}
+    ds = DialogueDataset(recs, ("neutral", "surprise", "fear", "sadness", "joy", "disgust", "anger"), st)
+    served = []
+    for k in range(0, len(ds), 32):
+        batch = ds.collate([ds[i] for i in range(k, min(k + 32, len(ds)))])
+        assert batch["dialogue_mask"].shape[0] <= 32 and len(batch["labels"]) == len(batch["ids"])
+        served += batch["ids"]
+    assert len(served) == len(set(served)) == 1109
+    assert served == [r.id for d in group_dialogues(recs) for r in d.records]
+    assert served[:2] == ["dev_dia0_utt0", "dev_dia0_utt1"]
+
+
+CONFIG = """
+name: tiny-cm-roberta
+seeds: [0]
+data:
+  manifest: {manifest}
+  protocol: official
+  protocol_options: {{speaker_dependent: true}}
+  batch_size: 2
+  max_batch_samples: null
+model:
+  name: {model}
+  audio_dim: null
+  text_dim: null
+  hidden: 8
+  num_heads: 2
+  ffn_dim: 16
+  head_hidden: 8
+encoders:
+  audio: dummy-audio
+  text: tiny-roberta-last2
+  inputs: features
+  cache_dir: {cache}
+optim: {{name: adam, lr: 0.003, weight_decay: 0.0003}}
+trainer: {{max_epochs: 3, early_stopping_patience: 15, accelerator: cpu, devices: 1, progress_bar: false}}
+stages:
+  - {{name: train, task: classify, task_options: {{loss: ce}}}}
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["cm_roberta", "cm_roberta_text"])
+def test_emofuse_train_runs_a_cm_roberta_config_end_to_end(tmp_path, monkeypatch, model):
+    from typer.testing import CliRunner
+
+    from emofuse.cli.main import app
+    from emofuse.encoders import _registry
+    from emofuse.models.checkpoint import load_checkpoint
+    from emofuse.testing.dummies import DUMMY_SPECS, make_wav_corpus
+
+    for spec in DUMMY_SPECS:
+        monkeypatch.setitem(_registry._ENCODERS, spec.name, spec)
+    root = tmp_path / "corpus"
+    recs = make_wav_corpus(root, 24, seconds=0.2, labels=CLASSES)
+    split = {0: "train", 1: "train", 2: "train", 3: "dev", 4: "test", 5: "test"}
+    recs = [
+        r.model_copy(update={"dialogue": f"d{i // 4}", "turn": i % 4, "split": split[i // 4]})
+        for i, r in enumerate(recs)
+    ]
+    write_manifest(recs, root / "manifest.jsonl")
+    config = tmp_path / "cmr.yaml"
+    config.write_text(CONFIG.format(manifest=root / "manifest.jsonl", cache=tmp_path / "cache", model=model))
+    run = tmp_path / "run"
+    res = CliRunner().invoke(app, ["train", str(config), "--out", str(run), "--quiet"])
+    assert res.exit_code == 0, res.output
+    seed = run / "official" / "seed0"
+    preds = [json.loads(line) for line in (seed / "predictions.jsonl").read_text().splitlines()]
+    test_ids = sorted(r.id for r in recs if r.split == "test")
+    assert [p["id"] for p in preds] == test_ids  # scored per utterance, every test turn once
+    assert all(p["label"] == next(r.label for r in recs if r.id == p["id"]) for p in preds)
+    metrics = json.loads((seed / "metrics.json").read_text())
+    assert set(metrics["per_class_f1"]) == set(CLASSES) and 0.0 <= metrics["weighted_f1"] <= 1.0
+    trained, meta = load_checkpoint(seed / "train")
+    assert trained.model_name == model and trained.config["text_dim"] == 64  # read from the encoder
+    if model == "cm_roberta":
+        assert trained.config["audio_dim"] == 8 and meta["encoders"]["audio"]["name"] == "dummy-audio"
+    assert meta["encoders"]["text"]["name"] == "tiny-roberta-last2"
