@@ -74,15 +74,42 @@ def train(
 @handle_errors
 def evaluate(
     run_dir: Path = typer.Argument(..., help="Run folder written by 'emofuse train'."),
-    manifest: Path = typer.Option(..., "--manifest", "-m", help="Prepared manifest to score (same label set)."),
-    out: Path = typer.Option(..., "--out", "-o", help="metrics.json to write."),
+    manifest: Path | None = typer.Option(
+        None,
+        "--manifest",
+        "-m",
+        help="Prepared manifest to score (same label set); with --drop: default each run's test fold.",
+    ),
+    out: Path = typer.Option(
+        ..., "--out", "-o", help="metrics.json to write (with --drop: a folder for missing.json/.md)."
+    ),
+    drop: list[str] = typer.Option(
+        [], "--drop", help="Score with this modality missing (repeatable: one row each; 'video+audio' drops two)."
+    ),
+    drop_all: bool = typer.Option(
+        False, "--drop-all", help="One row per non-empty proper modality subset (Table 4.4)."
+    ),
+    drop_mode: str = typer.Option("zero", "--drop-mode", help="Missing modalities as: zero, absent or knn."),
+    k: list[int] = typer.Option([], "--k", help="Neighbours for --drop-mode knn (repeatable; default 5, 10, 100)."),
     json_out: bool = typer.Option(False, "--json", help="Print the metrics JSON."),
 ) -> None:
-    """Score every finished run of RUN_DIR (its final best checkpoint) on another manifest."""
-    from emofuse.training import evaluate_run
-
-    if not manifest.is_file():
+    """Score every finished run of RUN_DIR (its best checkpoint) on another manifest, or with modalities missing."""
+    if manifest is not None and not manifest.is_file():
         raise FileNotFoundError(f"manifest not found: {manifest}")
+    if drop or drop_all:
+        from emofuse.training.missing import evaluate_missing, missing_markdown
+
+        conditions = None if drop_all else [[m for m in d.split("+") if m] for d in drop]
+        doc = evaluate_missing(run_dir, conditions, drop_mode, k or [5, 10, 100], manifest, out)
+        if json_out:
+            print_json(doc)
+            return
+        console.print(missing_markdown(doc), highlight=False)
+        err_console.print(f"wrote {out / 'missing.json'} and {out / 'missing.md'}", highlight=False)
+        return
+    if manifest is None:
+        raise ValueError("--manifest is required (unless --drop / --drop-all scores each run's test fold)")
+    from emofuse.training import evaluate_run
     from emofuse.training.components import DefaultComponents
 
     doc = evaluate_run(run_dir, manifest, out, components=DefaultComponents(progress=not json_out))
