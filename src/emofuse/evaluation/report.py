@@ -358,7 +358,7 @@ def _md_tokens(exps: Sequence[ExperimentRuns]) -> list[str]:
                     for t, s in zip(it.get("tokens", []), it.get("scores", []), strict=False)
                 ]
                 out.append(
-                    f"- `{_md(it.get('id'))}` ({_md(it.get('label'))} → {_md(it.get('pred'))}): {' '.join(words)}"
+                    f"- {_md(it.get('id'))} ({_md(it.get('label'))} → {_md(it.get('pred'))}): {' '.join(words)}"
                 )
             out.append("")
     return out or [_NO_ANALYSIS, ""]
