@@ -44,11 +44,13 @@ def export(
         "checkpoint": str(predictor.checkpoint),
         "model_config": json.dumps(model.config),
     }
-    path = export_onnx(model, onnx, overwrite=overwrite, meta=meta, dynamo=dynamo)
+    # the graph takes segment ids only when the tokenizer produces them
+    types = "text" in predictor.modalities and "token_type_ids" in predictor.encoders["text"].preprocess(["a"])
+    path = export_onnx(model, onnx, overwrite=overwrite, meta=meta, dynamo=dynamo, token_types=types)
     doc = {
         "onnx": str(path),
         "checkpoint": str(predictor.checkpoint),
-        "inputs": OnnxStudent(model).input_names,
+        "inputs": OnnxStudent(model, types).input_names,
         "outputs": ["probs"],
         "classes": predictor.classes,
         "bytes": path.stat().st_size,

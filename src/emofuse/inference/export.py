@@ -115,6 +115,8 @@ class OnnxStudent(nn.Module):
 
     Args:
         model: The student (eval mode, with a classifier head, wav2vec2-style audio teacher if it has audio).
+        token_types: Give the graph a ``token_type_ids`` input (default: when the text embedding takes one; pass
+            ``False`` when the tokenizer produces none, so the segment ids are BERT's default zeros).
 
     Attributes:
         input_names: The positional inputs in order (see the module docstring).
@@ -123,7 +125,7 @@ class OnnxStudent(nn.Module):
         ExportError: The model is not a CMD student with a head, or its audio embedding is not wav2vec2-style.
     """
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, token_types: bool | None = None) -> None:
         super().__init__()
         from emofuse.models.cmd_student import CMDStudent
 
@@ -144,7 +146,8 @@ class OnnxStudent(nn.Module):
                     "students (wav2vec 2.0, HuBERT, WavLM) can be exported"
                 )
             self.speech = _SpeechEmbedding(emb)
-        self.token_types = "text" in self.modalities and model.branch("text").embedding._token_types
+        takes = "text" in self.modalities and model.branch("text").embedding._token_types
+        self.token_types = bool(takes and (token_types is None or token_types))
         self.input_names = onnx_input_names(self.modalities, self.token_types)
 
     def _finish_embed(self, m: str, x: Tensor, mask: Tensor) -> Tensor:
@@ -220,6 +223,7 @@ def export_onnx(
     opset: int = 17,
     meta: dict[str, str] | None = None,
     dynamo: bool = False,
+    token_types: bool | None = None,
 ) -> Path:
     """Export a trained CMD student to ONNX with dynamic batch and time axes.
 
@@ -231,6 +235,7 @@ def export_onnx(
         meta: Extra string metadata stored in the model (classes, checkpoint path, ...).
         dynamo: Use the ``torch.export`` (dynamo) exporter instead of the TorchScript one. Both give the same
             graph semantics; the TorchScript exporter is about 15x faster for these small students.
+        token_types: See :class:`OnnxStudent`.
 
     Returns:
         ``path``.
@@ -248,7 +253,7 @@ def export_onnx(
     require("onnx", extra="export", purpose="ONNX export")
     if dynamo:
         require("onnxscript", extra="export", purpose="ONNX export with the dynamo exporter")
-    student = OnnxStudent(model).eval()
+    student = OnnxStudent(model, token_types).eval()
     inputs = example_inputs(student)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{time.time_ns()}.tmp")
@@ -327,8 +332,8 @@ def verify_onnx(
     """
     import numpy as np
 
-    student = OnnxStudent(model).eval()
     session = onnx_session(path)
+    student = OnnxStudent(model, "token_type_ids" in {i.name for i in session.get_inputs()}).eval()
     worst = 0.0
     for batch, seconds, tokens in cases:
         inputs = example_inputs(student, batch, seconds, tokens)
@@ -358,4 +363,6 @@ def onnx_inputs(batch: dict[str, dict[str, Tensor]], names: list[str]) -> dict[s
         flat["audio_mask"] = batch["audio"]["attention_mask"].long()
     if "text" in batch:
         flat.update({k: v.long() for k, v in batch["text"].items()})
+        # a tokenizer without segment ids: BERT's default (all zeros), as the eager embedding uses
+        flat.setdefault("token_type_ids", torch.zeros_like(flat["input_ids"]))
     return {k: flat[k].cpu().numpy() for k in names}

@@ -1,0 +1,150 @@
+"""ONNX export: onnxruntime vs PyTorch on several lengths, dynamic axes, metadata, no silent overwrite, bad models."""
+
+import json
+import warnings
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from typer.testing import CliRunner
+
+from emofuse.cli.main import app
+from emofuse.data.audio import load_audio
+from emofuse.data.manifest import read_manifest
+from emofuse.inference.export import (
+    ExportError,
+    OnnxStudent,
+    _masked_group_norm,
+    example_inputs,
+    export_onnx,
+    onnx_inputs,
+    onnx_session,
+    verify_onnx,
+)
+from emofuse.inference.predictor import Predictor
+from emofuse.models import create_model
+from emofuse.models.checkpoint import save_checkpoint
+from emofuse.testing.checkpoints import train_tiny_cmd
+
+pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    return train_tiny_cmd(tmp_path_factory.getbasetemp() / "tiny-cmd")
+
+
+@pytest.fixture(scope="module")
+def predictor(run):
+    return Predictor.from_checkpoint(run)
+
+
+@pytest.fixture(scope="module")
+def exported(predictor, tmp_path_factory):
+    return export_onnx(predictor.model, tmp_path_factory.mktemp("onnx") / "student.onnx", meta={"classes": "x"})
+
+
+def test_masked_group_norm_equals_per_utterance_group_norm():
+    torch.manual_seed(0)
+    norm = torch.nn.GroupNorm(4, 8)
+    torch.nn.init.normal_(norm.weight)
+    torch.nn.init.normal_(norm.bias)
+    x = torch.randn(3, 8, 20)
+    lengths = torch.tensor([20, 13, 5])
+    valid = torch.arange(20)[None] < lengths[:, None]
+    got = _masked_group_norm(x, norm, valid)
+    for i, n in enumerate(lengths.tolist()):
+        ref = F.group_norm(x[i : i + 1, :, :n], 4, norm.weight, norm.bias, norm.eps)
+        torch.testing.assert_close(got[i : i + 1, :, :n], ref, atol=1e-5, rtol=1e-5)
+
+
+def test_eager_export_form_equals_the_model(predictor):
+    student = OnnxStudent(predictor.model).eval()
+    assert student.input_names == ["input_values", "audio_mask", "input_ids", "attention_mask", "token_type_ids"]
+    for b, s, t in ((1, 0.5, 3), (3, 1.3, 9)):
+        inputs = example_inputs(student, b, s, t)
+        with torch.inference_mode():
+            ref = predictor.model(
+                {
+                    "audio": {"input_values": inputs[0], "attention_mask": inputs[1]},
+                    "text": {"input_ids": inputs[2], "attention_mask": inputs[3], "token_type_ids": inputs[4]},
+                }
+            ).probs
+            torch.testing.assert_close(student(*inputs), ref, atol=1e-6, rtol=1e-5)
+
+
+def test_onnxruntime_matches_pytorch_on_several_lengths(run, predictor, exported):
+    import onnx
+
+    diff = verify_onnx(predictor.model, exported, cases=((1, 0.5, 3), (2, 1.3, 9), (4, 2.6, 21), (1, 4.0, 40)))
+    assert diff < 1e-4
+    # real inputs as the predictor builds them (different lengths in one batch, real token ids)
+    root = run.parent / "corpus"
+    records = read_manifest(root / "manifest.jsonl")[:5]
+    waves = [load_audio(root / r.audio) for r in records]
+    texts = [r.text for r in records]
+    batch = predictor.batch(waves, texts)
+    session = onnx_session(exported)
+    got = session.run(["probs"], onnx_inputs(batch, OnnxStudent(predictor.model).input_names))[0]
+    for i, (w, t) in enumerate(zip(waves, texts, strict=True)):
+        ref = predictor.predict(w, t).probabilities
+        np.testing.assert_allclose(got[i], [ref[c] for c in predictor.classes], atol=1e-4)
+    # batch and time axes are symbolic in the graph; the classes are in the metadata
+    proto = onnx.load(str(exported))
+    dims = {i.name: [d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim] for i in proto.graph.input}
+    assert all(isinstance(d, str) and d for shape in dims.values() for d in shape), dims
+    assert {p.key: p.value for p in proto.metadata_props}["classes"] == "x"
+
+
+def test_never_overwrites_without_permission(predictor, exported):
+    before = exported.stat().st_mtime_ns
+    with pytest.raises(ExportError, match="already exists; pass --overwrite"):
+        export_onnx(predictor.model, exported)
+    assert exported.stat().st_mtime_ns == before
+
+
+def test_unexportable_models(tmp_path):
+    probe = create_model("probe", modality="text", input_dim=8, num_classes=4)
+    with pytest.raises(ExportError, match="only CMD students"):
+        export_onnx(probe, tmp_path / "p.onnx")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        stage1 = create_model("cmd_student", audio_teacher="tiny-wav2vec2", text_teacher="tiny-bert", with_head=False)
+    with pytest.raises(ExportError, match="no classifier"):
+        export_onnx(stage1, tmp_path / "s.onnx")
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.slow
+def test_unimodal_audio_student(tmp_path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = create_model("cmd_student_audio", audio_teacher="tiny-wav2vec2", num_classes=3).eval()
+    path = export_onnx(model, tmp_path / "audio.onnx")
+    assert [i.name for i in onnx_session(path).get_inputs()] == ["input_values", "audio_mask"]
+    assert verify_onnx(model, path, cases=((1, 0.7, 1), (3, 1.9, 1))) < 1e-4
+
+
+@pytest.mark.slow
+def test_export_command(run, tmp_path):
+    out = tmp_path / "m.onnx"
+    res = runner.invoke(app, ["export", str(run), "--onnx", str(out), "--json"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout[res.stdout.index("{") :])
+    assert doc["max_abs_diff"] < 1e-4 and doc["classes"] == ["angry", "happy", "neutral", "sad"] and out.is_file()
+    # tiny-bert's tokenizer gives no segment ids, so neither does the graph
+    assert doc["inputs"] == ["input_values", "audio_mask", "input_ids", "attention_mask"]
+    res = runner.invoke(app, ["export", str(run), "--onnx", str(out)])
+    assert res.exit_code == 2 and "already exists; pass --overwrite" in res.output
+    res = runner.invoke(app, ["export", str(run), "--onnx", str(out), "--overwrite", "--no-check"])
+    assert res.exit_code == 0 and "wrote" in res.output
+    res = runner.invoke(app, ["export", str(tmp_path / "nope"), "--onnx", str(tmp_path / "x.onnx")])
+    assert res.exit_code == 2 and "checkpoint not found" in res.output
+    probe = create_model("probe", modality="text", input_dim=8, num_classes=2)
+    path = save_checkpoint(probe, tmp_path / "probe" / "best.safetensors", {"classes": ["a", "b"]})
+    res = runner.invoke(app, ["export", str(path), "--onnx", str(tmp_path / "x.onnx")])
+    assert res.exit_code == 2 and "reads cached encoder features" in res.output and len(res.output.splitlines()) <= 3
