@@ -268,3 +268,25 @@ def test_emofuse_train_runs_a_cm_roberta_config_end_to_end(tmp_path, monkeypatch
     if model == "cm_roberta":
         assert trained.config["audio_dim"] == 8 and meta["encoders"]["audio"]["name"] == "dummy-audio"
     assert meta["encoders"]["text"]["name"] == "tiny-roberta-last2"
+
+
+def test_form_dialogues_from_consecutive_utterances_of_one_speaker():
+    from emofuse.pipeline.dialogue import form_dialogues
+
+    recs = [Utterance(id=f"u{i}", text="x", speaker="AB"[i // 5], label="joy") for i in range(10)]
+    recs.append(Utterance(id="kept", text="x", speaker="A", dialogue="real", turn=3))
+    formed = form_dialogues(recs, size=3)
+    assert [r.id for r in formed] == [r.id for r in recs]
+    assert [(r.dialogue, r.turn) for r in formed[:5]] == [
+        ("A-d0", 0),
+        ("A-d0", 1),
+        ("A-d0", 2),
+        ("A-d1", 0),
+        ("A-d1", 1),
+    ]
+    assert formed[5].dialogue == "B-d0" and (formed[-1].dialogue, formed[-1].turn) == ("real", 3)
+    dias = group_dialogues(formed)
+    assert [len(d) for d in dias] == [3, 2, 3, 2, 1]
+    assert all(len({r.speaker for r in d.records}) == 1 for d in dias)
+    with pytest.raises(ValueError, match="size"):
+        form_dialogues(recs, size=0)

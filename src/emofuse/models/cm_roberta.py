@@ -260,6 +260,7 @@ class _SCAUnit(nn.Module):
     def forward(self, h_a: Tensor, h_t: Tensor, mask: Tensor) -> dict[str, Tensor]:
         """``{"audio_cross", "text_cross", "audio_self", "text_self"}``, each ``(B, N, out_dim)``."""
         ca, ct = h_a, h_t
+        layer: Any
         for layer in self.cross:
             if self.direction == "standard":  # audio queries text to update audio (and vice versa)
                 na = layer["audio"](ca, ct, ct, q_mask=mask, kv_mask=mask, causal=self.causal)
@@ -275,7 +276,7 @@ class _SCAUnit(nn.Module):
         return {"audio_cross": ca, "text_cross": ct, "audio_self": sa, "text_self": st}
 
 
-def _residual_swap(block: nn.Module, own: Tensor, other: Tensor, mask: Tensor, causal: bool) -> Tensor:
+def _residual_swap(block: Any, own: Tensor, other: Tensor, mask: Tensor, causal: bool) -> Tensor:
     """``LN(own + Attn(Q=other, K=V=own))`` then the FFN sub-layer, with ``block``'s weights (Eqs. 1-6 as printed)."""
     attn = block.attn
     m = attention_mask(other.shape[1], own.shape[1], mask, causal, mask, own.device)

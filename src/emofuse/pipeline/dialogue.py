@@ -33,7 +33,7 @@ from emofuse.data.labels import LabelScheme
 from emofuse.data.manifest import Utterance
 from emofuse.pipeline.dataset import IGNORE_LABEL, DatasetItemError
 
-__all__ = ["Dialogue", "DialogueDataset", "DialogueError", "group_dialogues"]
+__all__ = ["Dialogue", "DialogueDataset", "DialogueError", "form_dialogues", "group_dialogues"]
 
 Missing = Literal["zero", "drop", "error"]
 
@@ -94,6 +94,42 @@ def group_dialogues(records: Iterable[Utterance]) -> list[Dialogue]:
             if a.turn == b.turn:
                 raise DialogueError(f"utterances {a.id!r} and {b.id!r} are both turn {a.turn} of dialogue {dia!r}")
         out.append(Dialogue(dia, tuple(recs)))
+    return out
+
+
+def form_dialogues(records: Iterable[Utterance], size: int, by: str | None = "speaker") -> list[Utterance]:
+    """Give records without a dialogue one made of consecutive utterances (for corpora of single utterances).
+
+    Utterances are grouped by the field ``by`` (``speaker`` keeps each pseudo-dialogue inside one speaker, so a
+    speaker-independent protocol never splits it; ``None``: one group), taken in manifest order, and cut into runs
+    of ``size``: dialogue ``"<group>-d<k>"``, turns ``0..size-1``. Records that already have a dialogue keep it.
+
+    Args:
+        records: Manifest records.
+        size: Utterances per pseudo-dialogue (the last run of a group may be shorter).
+        by: Record field (or ``extra`` key) to group by first, or ``None``.
+
+    Returns:
+        Copies of the records, in the input order.
+
+    Example:
+        >>> recs = [Utterance(id=f"u{i}", text="x", speaker="ab"[i % 2]) for i in range(5)]
+        >>> [(r.id, r.dialogue, r.turn) for r in form_dialogues(recs, size=2)]  # doctest: +NORMALIZE_WHITESPACE
+        [('u0', 'a-d0', 0), ('u1', 'b-d0', 0), ('u2', 'a-d0', 1), ('u3', 'b-d0', 1), ('u4', 'a-d1', 0)]
+    """
+    if size < 1:
+        raise ValueError(f"size must be >= 1, got {size}")
+    counts: dict[str, int] = {}
+    out = []
+    for rec in records:
+        if rec.dialogue is not None:
+            out.append(rec)
+            continue
+        group = "all" if by is None else getattr(rec, by, None) if by in Utterance.model_fields else rec.extra.get(by)
+        key = str(group) if group is not None else "none"
+        k = counts.get(key, 0)
+        counts[key] = k + 1
+        out.append(rec.model_copy(update={"dialogue": f"{key}-d{k // size}", "turn": k % size}))
     return out
 
 
