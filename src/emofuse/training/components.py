@@ -108,6 +108,9 @@ class DefaultComponents(Components):
         prov = getattr(model, "teacher_provenance", None)
         if isinstance(prov, dict):
             self._provenance.update({f"embedding.{m}": p for m, p in prov.items()})
+        prov = getattr(model, "encoder_provenance", None)  # models that fine-tune whole encoders (MGCMA)
+        if isinstance(prov, dict):
+            self._provenance.update({f"model.{m}": p for m, p in prov.items()})
         return model
 
     # ------------------------------------------------------------------------------- encoders
@@ -118,7 +121,7 @@ class DefaultComponents(Components):
         for m in getattr(model, "modalities", ()) or ():
             if m not in _MODALITIES:
                 continue
-            name = getattr(cfg.encoders, m) or model.config.get(f"{m}_teacher")
+            name = getattr(cfg.encoders, m) or model.config.get(f"{m}_teacher") or model.config.get(f"{m}_encoder")
             if name is None and model.config.get("modality") == m:
                 name = model.config.get("encoder")
             if name is None:
@@ -256,7 +259,11 @@ class DefaultComponents(Components):
             from emofuse.tasks.classification import ClassificationTask
 
             return ClassificationTask(model, **options)
-        raise ValueError(f"stage {stage.name!r}: unknown task {stage.task!r}; use distill, classify or finetune")
+        if stage.task == "mgcma":
+            from emofuse.tasks.mgcma import MGCMATask
+
+            return MGCMATask(model, **options)
+        raise ValueError(f"stage {stage.name!r}: unknown task {stage.task!r}; use distill, classify, finetune or mgcma")
 
     def provenance(self) -> dict[str, Any]:  # noqa: D102
         return dict(self._provenance)
