@@ -100,6 +100,7 @@ def test_validation_report_counts_and_names(tmp_path):
         "empty_text": 1,
         "unknown_labels": 1,
         "duplicates": 1,
+        "missing_features": 0,
     }
     assert rep.missing_audio == ["b", "c"] and rep.empty_text == ["c"]
     assert rep.unknown_labels == ["d"] and rep.duplicates == ["d"]

@@ -17,6 +17,8 @@ __all__ = [
     "EncodersConfig",
     "EvalConfig",
     "ExperimentConfig",
+    "MissingEvalConfig",
+    "ModDropConfig",
     "ModelConfig",
     "OptimConfig",
     "StageConfig",
@@ -28,6 +30,23 @@ __all__ = [
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModDropConfig(_Section):
+    """ModDrop (Rajan 2022, §4.4.1): every training sample also presented with modalities dropped.
+
+    Attributes:
+        mode: ``zero`` (zeros, masks kept: the thesis) or ``absent`` (masks False, ``present`` False).
+        subsets: ``single`` (one modality dropped per copy: 4 versions of a tri-modal sample) or ``all``
+            (every non-empty proper subset).
+        include_original: Keep the full-modality copy.
+        modalities: Modalities to drop (``None``: the model's).
+    """
+
+    mode: Literal["zero", "absent"] = "zero"
+    subsets: Literal["single", "all"] = "single"
+    include_original: bool = True
+    modalities: list[str] | None = None
 
 
 class DataConfig(_Section):
@@ -43,9 +62,12 @@ class DataConfig(_Section):
         batch_size: Fixed batch size, used when ``max_batch_samples`` is ``None``.
         sample_rate: Audio sample rate in Hz.
         num_workers: DataLoader worker processes.
+        moddrop: ModDrop copies of the training split (``None``: off; ``{}``: the thesis' settings).
         text_field: Transcript used as the text input: ``text`` (gold), or another record field / ``extra``
             key, e.g. ``asr_text`` (written by ``emofuse transcribe``) for the paper's ASR rows. Records
             without it are an error naming the record.
+        target: Continuous regression target (``"extra.valence"``, ``"extra.conflict"``, a record field);
+            ``batch["targets"]`` holds it. Use with a ``regress`` stage. ``None``: categorical labels only.
     """
 
     manifest: Path | None = None
@@ -57,6 +79,8 @@ class DataConfig(_Section):
     batch_size: int = Field(default=16, gt=0)
     sample_rate: int = Field(default=16_000, gt=0)
     num_workers: int = Field(default=0, ge=0)
+    moddrop: ModDropConfig | None = None
+    target: str | None = None
     text_field: str = "text"
 
 
@@ -111,10 +135,11 @@ class OptimConfig(_Section):
         lr: Peak learning rate.
         weight_decay: Weight decay.
         momentum: SGD momentum.
-        scheduler: ``none``, ``warmup_linear``, ``warmup_cosine`` or ``plateau``.
+        scheduler: ``none``, ``warmup_linear``, ``warmup_cosine``, ``plateau`` or ``inverse_time`` (legacy
+            Keras optimiser ``decay``, per update: ``lr / (1 + decay · step)``; ConflictNET: lr 0.01, decay 0.6).
         warmup_epochs: Epochs of linear warm-up.
         decay: ``warmup_linear``: learning-rate factor per epoch after the warm-up (CMD's "decreased
-            by 0.1 per epoch" read as ×0.9, spec ``cmd.md`` A3).
+            by 0.1 per epoch" read as ×0.9, spec ``cmd.md`` A3). ``inverse_time``: the Keras decay rate.
         min_lr: ``warmup_cosine``: learning rate at the last epoch.
         plateau_factor: ``plateau``: factor applied when the monitored value stops improving.
         plateau_patience: ``plateau``: epochs without improvement before reducing.
@@ -125,7 +150,7 @@ class OptimConfig(_Section):
     lr: float = Field(default=1e-3, gt=0)
     weight_decay: float = Field(default=0.0, ge=0)
     momentum: float = Field(default=0.9, ge=0, lt=1)
-    scheduler: Literal["none", "warmup_linear", "warmup_cosine", "plateau"] = "none"
+    scheduler: Literal["none", "warmup_linear", "warmup_cosine", "plateau", "inverse_time"] = "none"
     warmup_epochs: int = Field(default=0, ge=0)
     decay: float = Field(default=0.9, gt=0, le=1)
     min_lr: float = Field(default=0.0, ge=0)
@@ -200,7 +225,8 @@ class StageConfig(_Section):
 
     Attributes:
         name: Stage name, also the folder of its checkpoints (``RUN/<fold>/seed<k>/<name>/``).
-        task: Objective: ``distill`` (contrastive distillation), ``classify`` / ``finetune`` (cross-entropy).
+        task: Objective: ``distill`` (contrastive distillation), ``classify`` / ``finetune`` (cross-entropy),
+            ``regress`` (continuous ``data.target``; ``task_options.loss``: ``mse``, ``pcc``, ``ccc``, ``mae``).
         task_options: Keyword options of the task (``temperature``, ``time_axis``, ``loss``, ...).
         model: Overrides of the model's options for this stage (e.g. ``with_head: false`` to distil).
         optim: Overrides of the top-level ``optim`` section.
@@ -253,6 +279,10 @@ class EncodersConfig(_Section):
         extract_batch_size: Utterances per encoder call when extracting.
         audio_options: Options of the audio encoder (e.g. ``{n_mfcc: 80}``), passed to ``create_encoder``.
         text_options: Options of the text encoder (e.g. ``{path: glove.840B.300d.txt}`` for ``glove``).
+        files: Modalities read from the feature files the records name (``Utterance.features``,
+            :class:`~emofuse.features.files.FileFeatureStore`) into ``batch["features"][m]``, instead of
+            an encoder; a record without the modality is absent (masked, ``batch["present"][m]``).
+        max_frames: Per-modality frame limit of file features (``{"video": 32}``).
     """
 
     audio: str | None = None
@@ -267,6 +297,22 @@ class EncodersConfig(_Section):
     extract_batch_size: int = Field(default=8, gt=0)
     audio_options: dict[str, Any] = Field(default_factory=dict)
     text_options: dict[str, Any] = Field(default_factory=dict)
+    files: list[str] = Field(default_factory=list)
+    max_frames: dict[str, int] = Field(default_factory=dict)
+
+
+class MissingEvalConfig(_Section):
+    """Missing-modality scoring of the finished runs (Table 4.4; :func:`emofuse.training.missing.evaluate_missing`).
+
+    Attributes:
+        conditions: Modality sets to drop (``None``: every non-empty proper subset of the model's modalities).
+        mode: ``zero``, ``absent`` or ``knn`` (imputation from the training split).
+        k: Neighbours for ``knn`` (one row per value).
+    """
+
+    conditions: list[list[str]] | None = None
+    mode: Literal["zero", "absent", "knn"] = "zero"
+    k: list[int] = Field(default_factory=lambda: [5, 10, 100])
 
 
 class EvalConfig(_Section):
@@ -277,12 +323,14 @@ class EvalConfig(_Section):
         batch_size: Utterances per batch when scoring (``None``: the data section's batching).
         save_predictions: Write ``predictions.jsonl`` (id, label, prediction, probabilities).
         digits: Decimals in ``results.md``.
+        missing: After training, also score with modalities missing (``missing.json`` / ``missing.md``).
     """
 
     checkpoint: Literal["best", "last"] = "best"
     batch_size: int | None = Field(default=None, gt=0)
     save_predictions: bool = True
     digits: int = Field(default=4, ge=0, le=8)
+    missing: MissingEvalConfig | None = None
 
 
 class ExperimentConfig(_Section):

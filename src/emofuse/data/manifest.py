@@ -49,6 +49,7 @@ FIELDS = (
     "dialogue",
     "turn",
     "split",
+    "features",
     "extra",
 )
 SPLITS = ("train", "dev", "val", "test")
@@ -75,6 +76,13 @@ class Utterance(BaseModel):
         dialogue: Dialogue / conversation id, for context models.
         turn: Position of the utterance in its dialogue (0-based).
         split: Official split (``train``/``dev``/``test``), if the corpus defines one.
+        features: Pre-extracted feature sequences per modality, ``{"video": "feats/u1.npy", ...}``.
+            Each value is a *feature reference*: a path (absolute, or relative to the manifest's folder)
+            to a ``.npy`` file, or ``FILE#KEY`` for one array inside a container (``.npz`` member,
+            ``.safetensors`` tensor, ``.h5``/``.hdf5`` dataset path such as ``feats.h5#/video/u1``).
+            The array is ``(T, D)`` (a sequence) or ``(D,)`` (one vector). A modality that is absent
+            for this utterance is left out (or ``null``): the batch then marks it absent with a mask
+            instead of feeding zeros (:mod:`emofuse.features.files`).
         extra: Corpus-specific fields (gender, improvised/scripted, valence, ...).
     """
 
@@ -92,7 +100,18 @@ class Utterance(BaseModel):
     dialogue: str | None = None
     turn: int | None = None
     split: str | None = None
+    features: dict[str, str | None] = Field(default_factory=dict)
     extra: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("features")
+    @classmethod
+    def _check_features(cls, v: dict[str, str | None]) -> dict[str, str | None]:
+        for modality, ref in v.items():
+            if not modality:
+                raise ValueError("features: empty modality name")
+            if ref is not None and (not ref.strip() or ref.startswith("#") or ref.endswith("#")):
+                raise ValueError(f"features.{modality}: {ref!r} is not a feature reference (FILE or FILE#KEY)")
+        return v
 
     @field_validator("split")
     @classmethod
@@ -125,6 +144,30 @@ class Utterance(BaseModel):
             p = Path(root) / p
         return p
 
+    def feature_ref(self, modality: str, root: str | Path | None = None) -> tuple[Path, str | None] | None:
+        """The feature file and in-file key of ``modality`` (``None`` when the modality is absent).
+
+        Args:
+            modality: Key of :attr:`features`.
+            root: Folder that relative paths are resolved against (the manifest's folder).
+
+        Returns:
+            ``(path, key)``; ``key`` is ``None`` for a whole-file reference (``.npy``).
+
+        Example:
+            >>> u = Utterance(id="a", features={"video": "v.h5#/clips/a", "face": None})
+            >>> u.feature_ref("video", "/data"), u.feature_ref("face"), u.feature_ref("text")
+            ((PosixPath('/data/v.h5'), '/clips/a'), None, None)
+        """
+        ref = self.features.get(modality)
+        if ref is None:
+            return None
+        file, sep, key = ref.partition("#")
+        p = Path(file)
+        if not p.is_absolute() and root is not None:
+            p = Path(root) / p
+        return p, (key if sep else None)
+
     def to_json(self) -> str:
         """One JSONL line (no trailing newline), keys in :data:`FIELDS` order."""
         return json.dumps(self.model_dump(), ensure_ascii=False)
@@ -141,6 +184,7 @@ class ValidationReport:
         unknown_labels: Ids whose label is not in the allowed label set.
         duplicates: Ids that occur more than once.
         bad_audio: Ids whose audio exists but could not be decoded (filled by corpus preparation).
+        missing_features: ``"<id> <modality>: <file>"`` for every feature reference whose file does not exist.
         notes: Free-form messages from preparation (skipped lines, malformed rows, ...).
     """
 
@@ -150,12 +194,20 @@ class ValidationReport:
     unknown_labels: list[str] = field(default_factory=list)
     duplicates: list[str] = field(default_factory=list)
     bad_audio: list[str] = field(default_factory=list)
+    missing_features: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         """True when no problem of any kind was found."""
-        return not (self.missing_audio or self.empty_text or self.unknown_labels or self.duplicates or self.bad_audio)
+        return not (
+            self.missing_audio
+            or self.empty_text
+            or self.unknown_labels
+            or self.duplicates
+            or self.bad_audio
+            or self.missing_features
+        )
 
     def counts(self) -> dict[str, int]:
         """Number of records per problem kind."""
@@ -166,6 +218,7 @@ class ValidationReport:
             "empty_text": len(self.empty_text),
             "unknown_labels": len(self.unknown_labels),
             "duplicates": len(self.duplicates),
+            "missing_features": len(self.missing_features),
         }
 
     def to_dict(self) -> dict[str, Any]:
@@ -177,6 +230,7 @@ class ValidationReport:
             "empty_text": self.empty_text,
             "unknown_labels": self.unknown_labels,
             "duplicates": self.duplicates,
+            "missing_features": self.missing_features,
             "notes": self.notes,
         }
 
@@ -188,13 +242,14 @@ class ValidationReport:
         self.empty_text += other.empty_text
         self.unknown_labels += other.unknown_labels
         self.duplicates += other.duplicates
+        self.missing_features += other.missing_features
         self.notes += other.notes
         return self
 
     def summary(self, max_names: int = 5) -> str:
         """Human-readable multi-line summary naming up to ``max_names`` ids per problem."""
         lines = [f"{self.total} records"]
-        for kind in ("missing_audio", "bad_audio", "empty_text", "unknown_labels", "duplicates"):
+        for kind in ("missing_audio", "bad_audio", "empty_text", "unknown_labels", "duplicates", "missing_features"):
             ids: list[str] = getattr(self, kind)
             if ids:
                 shown = ", ".join(ids[:max_names]) + (" ..." if len(ids) > max_names else "")
@@ -208,6 +263,7 @@ def validate_records(
     labels: Iterable[str] | None = None,
     root: str | Path | None = None,
     check_audio: bool = True,
+    check_features: bool = True,
 ) -> ValidationReport:
     """Check a set of records for missing audio, empty text, unknown labels and duplicate ids.
 
@@ -217,6 +273,8 @@ def validate_records(
         root: Folder that relative audio paths are resolved against.
         check_audio: Whether to test that audio files exist (records with ``audio=None`` count as
             missing audio).
+        check_features: Whether to test that the files of :attr:`Utterance.features` exist (an absent
+            modality, ``null`` or left out, is not a problem).
 
     Returns:
         A :class:`ValidationReport`.
@@ -230,6 +288,11 @@ def validate_records(
             p = r.audio_path(root)
             if p is None or not p.is_file():
                 report.missing_audio.append(r.id)
+        if check_features:
+            for modality in r.features:
+                ref = r.feature_ref(modality, root)
+                if ref is not None and not ref[0].is_file():
+                    report.missing_features.append(f"{r.id} {modality}: {ref[0]}")
         if not r.text.strip():
             report.empty_text.append(r.id)
         if allowed is not None and r.label is not None and r.label not in allowed:

@@ -1,4 +1,4 @@
-"""Evaluation metrics: WA/UA, F1 variants, CMD's MulT-style F1, PCC/CCC/MAE, mean ± std aggregation.
+"""Evaluation metrics: WA/UA, F1 variants, CMD's MulT-style F1, PCC/CCC/MAE (+ binarised UAR/WAR), mean ± std.
 
 The functional API lives in :mod:`emofuse.metrics.functional` and is re-exported here.
 """
@@ -15,6 +15,7 @@ from emofuse.metrics.functional import (
     mult_f1,
     pcc,
     positive_class_f1,
+    regression_metrics,
     weighted_f1_from_per_class,
 )
 
@@ -30,5 +31,6 @@ __all__ = [
     "mult_f1",
     "pcc",
     "positive_class_f1",
+    "regression_metrics",
     "weighted_f1_from_per_class",
 ]

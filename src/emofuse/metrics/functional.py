@@ -475,6 +475,51 @@ def binarized_metrics(y_true_cont: Any, y_pred_cont: Any, threshold: float = 0.0
     }
 
 
+def regression_metrics(
+    y_true: Any,
+    y_pred: Any,
+    threshold: float = 0.0,
+    rescale_to: tuple[float, float] | None = None,
+) -> dict[str, Any]:
+    """PCC, CCC, MAE of continuous predictions plus UAR / WAR of the scores binarised at ``threshold``.
+
+    Args:
+        y_true: Targets, shape ``(N,)``.
+        y_pred: Predictions, shape ``(N,)``.
+        threshold: Binarisation threshold for :func:`binarized_metrics` (the thesis: high conflict if ``>= 0``).
+        rescale_to: ``(lo, hi)``: min-max rescale the predictions to this range *before binarising*
+            (Rajan thesis Ch.3: to the training labels' range, using the predictions' own min and max,
+            a transductive step). PCC is unchanged by it; CCC and MAE are computed on the raw
+            predictions. ``None``: no rescaling.
+
+    Returns:
+        ``{"pcc", "ccc", "mae", "uar", "war", "n", "binarized": binarized_metrics(...)}``.
+
+    Example:
+        >>> m = regression_metrics([-0.5, -0.2, 0.1, 0.7], [-0.1, 0.3, 0.2, 0.0])
+        >>> round(m["mae"], 3), m["war"], m["uar"]
+        (0.475, 0.75, 0.75)
+    """
+    t, p = _pair(y_true, y_pred)
+    if t.size == 0:
+        raise ValueError("regression_metrics: no predictions")
+    b = p
+    if rescale_to is not None:
+        lo, hi = float(rescale_to[0]), float(rescale_to[1])
+        span = float(p.max() - p.min())
+        b = np.full_like(p, (lo + hi) / 2) if span == 0.0 else lo + (p - p.min()) * (hi - lo) / span
+    binar = binarized_metrics(t, b, threshold)
+    return {
+        "pcc": pcc(t, p),
+        "ccc": ccc(t, p),
+        "mae": mae(t, p),
+        "uar": binar["uar"],
+        "war": binar["war"],
+        "n": int(t.size),
+        "binarized": binar,
+    }
+
+
 # --------------------------------------------------------------------------------------------------
 # aggregation over folds x seeds
 

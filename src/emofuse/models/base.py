@@ -23,6 +23,8 @@ class ModelOutput:
             fused probabilities), or ``None`` for models without a classifier (e.g. a student during
             distillation).
         probs: Fused class probabilities ``(B, C)``, or ``None``.
+        values: Continuous predictions ``(B, K)`` of regression models (valence, arousal, conflict
+            level, ...), or ``None`` for classifiers.
         modality_logits: Per-modality class scores ``{"audio": (B, C), "text": (B, C)}``.
         hidden: Per-modality contextual sequences ``{"audio": (B, T_a, d), ...}``.
         masks: Per-modality valid-step masks ``{"audio": (B, T_a) bool, ...}``.
@@ -32,6 +34,7 @@ class ModelOutput:
 
     logits: Tensor | None = None
     probs: Tensor | None = None
+    values: Tensor | None = None
     modality_logits: dict[str, Tensor] = field(default_factory=dict)
     hidden: dict[str, Tensor] = field(default_factory=dict)
     masks: dict[str, Tensor] = field(default_factory=dict)

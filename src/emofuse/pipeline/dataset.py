@@ -9,7 +9,16 @@ shared batch dict every model and task reads::
      "text": text_encoder.preprocess(texts),            # e.g. {"input_ids", "attention_mask"}
      "teacher": {"audio": (B, T_a, D), "audio_mask": (B, T_a) bool, "text": ..., "text_mask": ...},
      "features": {"audio": (B, T, D), "audio_mask": ..., ...},
+     "present": {"video": (B,) bool, ...},              # per-sample modality-present mask (features)
+     "targets": (B,) float (NaN where missing; only with a regression target),
      "num_samples": (B,) long}
+
+Feature modalities may be **absent** for some utterances when their store allows it
+(:class:`~emofuse.features.files.FileFeatureStore`, the files named by ``Utterance.features``): such an
+item contributes a sequence with no valid step (``features[m + "_mask"]`` all False, ``features[m]``
+zero there) and ``present[m] = False``. A batch in which no item has ``m`` keeps one padded step
+(``T = 1``, masked), so shapes stay valid. ``present`` is filled for every feature modality (all True
+for stores without absence).
 
 The CMD student reuses its teachers' input embeddings, so ``batch["audio"]``/``batch["text"]`` are
 produced by the *teacher* encoders' ``preprocess`` (wav2vec 2.0 normalisation, WordPiece ids), and
@@ -45,7 +54,7 @@ from emofuse.data.labels import LabelScheme
 from emofuse.data.manifest import Utterance
 from emofuse.encoders.base import Encoder
 
-__all__ = ["IGNORE_LABEL", "DatasetItemError", "MultimodalDataset", "pad_sequences"]
+__all__ = ["IGNORE_LABEL", "DatasetItemError", "MultimodalDataset", "pad_sequences", "target_value"]
 
 #: Label of unlabelled items in a batch (PyTorch's ``ignore_index`` default).
 IGNORE_LABEL = -100
@@ -73,6 +82,29 @@ class DatasetItemError(ValueError):
         self.id = utt_id
         self.reason = reason
         self.path = path
+
+
+def target_value(rec: Utterance, target: str) -> float | None:
+    """The regression target of ``rec``: a record field, or ``extra.<key>`` (``None`` when missing).
+
+    Example:
+        >>> target_value(Utterance(id="a", extra={"valence": 0.5}), "extra.valence")
+        0.5
+
+    Raises:
+        ValueError: The value is not a finite number (the message names id, field and value).
+    """
+    if target.startswith("extra."):
+        value = rec.extra.get(target.removeprefix("extra."))
+    elif target in Utterance.model_fields:
+        value = getattr(rec, target)
+    else:
+        raise ValueError(f"target {target!r} is neither a record field nor 'extra.<key>'")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
+        raise ValueError(f"utterance {rec.id!r}: target {target} = {value!r} is not a finite number")
+    return float(value)
 
 
 def pad_sequences(seqs: Sequence[Tensor], pad_value: float = 0.0) -> tuple[Tensor, Tensor]:
@@ -114,9 +146,11 @@ class MultimodalDataset(Dataset[dict[str, Any]]):
         sample_rate: Rate to load audio at.
         max_duration: Crop audio to its first ``max_duration`` seconds (``None``: no crop; A25).
         load_waveform: Load audio in ``__getitem__``; default: only when ``audio_encoder`` is given.
+        target: Continuous regression target, as a record field (``"turn"``) or ``"extra.<key>"``
+            (``"extra.valence"``, ``"extra.conflict"``); ``None``: no ``batch["targets"]``.
 
     Raises:
-        ValueError: A record's label is not one of ``classes``.
+        ValueError: A record's label is not one of ``classes``, or its target is not a number.
     """
 
     def __init__(
@@ -134,6 +168,7 @@ class MultimodalDataset(Dataset[dict[str, Any]]):
         sample_rate: int = SAMPLE_RATE,
         max_duration: float | None = None,
         load_waveform: bool | None = None,
+        target: str | None = None,
     ) -> None:
         self.records = list(records)
         self.classes = tuple(classes.classes if isinstance(classes, LabelScheme) else classes or ())
@@ -158,6 +193,8 @@ class MultimodalDataset(Dataset[dict[str, Any]]):
             else:
                 self._labels.append(index[rec.label])
         self._lengths: list[int] | None = None
+        self.target = target
+        self._targets: list[float | None] = [target_value(r, target) for r in self.records] if target else []
 
     def __len__(self) -> int:
         return len(self.records)
@@ -193,9 +230,12 @@ class MultimodalDataset(Dataset[dict[str, Any]]):
             wav = wav[: int(round(self.max_duration * self.sample_rate))]
         return wav
 
-    def _cached(self, stores: Mapping[str, _Store], rec: Utterance, what: str) -> dict[str, Tensor]:
-        out = {}
+    def _cached(self, stores: Mapping[str, _Store], rec: Utterance, what: str) -> dict[str, Tensor | None]:
+        out: dict[str, Tensor | None] = {}
         for m, store in stores.items():
+            if getattr(store, "allow_missing", False) and rec.id not in store:
+                out[m] = None  # absent modality: masked in the batch, never zeros pretending to be data
+                continue
             try:
                 out[m] = store.get(rec.id)
             except KeyError as e:
@@ -207,7 +247,8 @@ class MultimodalDataset(Dataset[dict[str, Any]]):
 
         Returns:
             ``{"id", "index", "waveform": (L,) float32 | None, "num_samples": int, "text": str | None,
-            "label": int | None, "teacher": {m: (T, D)}, "features": {m: (T, D)}}``.
+            "label": int | None, "target": float | None, "teacher": {m: (T, D)},
+            "features": {m: (T, D) | None}}`` (``None``: the modality is absent for this utterance).
 
         Raises:
             DatasetItemError: The audio cannot be loaded, or the transcript / cached states are missing.
@@ -226,6 +267,7 @@ class MultimodalDataset(Dataset[dict[str, Any]]):
             "num_samples": num_samples,
             "text": self.text_of(rec) if need_text else rec.text,
             "label": self._labels[i],
+            "target": self._targets[i] if self.target else None,
             "teacher": self._cached(self.teacher_stores, rec, "teacher states"),
             "features": self._cached(self.feature_stores, rec, "features"),
         }
@@ -245,14 +287,38 @@ class MultimodalDataset(Dataset[dict[str, Any]]):
             batch["audio"] = self.audio_encoder.preprocess([it["waveform"] for it in items])
         if self.text_encoder is not None:
             batch["text"] = self.text_encoder.preprocess([it["text"] for it in items])
+        if self.target:
+            batch["targets"] = torch.tensor(
+                [float("nan") if it["target"] is None else it["target"] for it in items], dtype=torch.float32
+            )
         for key in ("teacher", "features"):
             if items[0][key]:
                 group: dict[str, Tensor] = {}
+                present: dict[str, Tensor] = {}
                 for m in items[0][key]:
-                    group[m], group[f"{m}_mask"] = pad_sequences([it[key][m] for it in items])
+                    seqs = [it[key][m] for it in items]
+                    present[m] = torch.tensor([x is not None for x in seqs], dtype=torch.bool)
+                    group[m], group[f"{m}_mask"] = self._pad_present(seqs, m, key)
                 batch[key] = group
+                if key == "features":
+                    batch["present"] = present
         batch["num_samples"] = torch.tensor([it["num_samples"] for it in items], dtype=torch.long)
         return batch
+
+    def _pad_present(self, seqs: Sequence[Tensor | None], modality: str, key: str) -> tuple[Tensor, Tensor]:
+        """Pad sequences where absent items (``None``) get no valid step; at least one (masked) step."""
+        real = [x for x in seqs if x is not None]
+        if real:
+            ref = real[0]
+        else:
+            stores = self.feature_stores if key == "features" else self.teacher_stores
+            ref = torch.zeros(0, int(stores[modality].output_dim))  # type: ignore[attr-defined]
+        empty = ref.new_zeros((0, *ref.shape[1:]))
+        x, mask = pad_sequences([empty if s is None else s for s in seqs])
+        if x.shape[1] == 0:  # nobody has the modality: one masked step keeps (B, T, D) usable
+            x = x.new_zeros((x.shape[0], 1, *x.shape[2:]))
+            mask = mask.new_zeros((mask.shape[0], 1))
+        return x, mask
 
     def _length(self, rec: Utterance) -> int:
         if rec.audio is None:
@@ -316,7 +382,7 @@ class MultimodalDataset(Dataset[dict[str, Any]]):
                 except DatasetItemError as e:
                     reasons.append(e.reason)
             for what, stores in (("teacher states", self.teacher_stores), ("features", self.feature_stores)):
-                absent = [m for m, s in stores.items() if rec.id not in s]
+                absent = [m for m, s in stores.items() if rec.id not in s and not getattr(s, "allow_missing", False)]
                 if absent:
                     reasons.append(f"no cached {what} for {absent}")
             if reasons:
@@ -330,5 +396,6 @@ class MultimodalDataset(Dataset[dict[str, Any]]):
         new = copy.copy(self)
         new.records = [self.records[i] for i in keep]
         new._labels = [self._labels[i] for i in keep]
+        new._targets = [self._targets[i] for i in keep] if self.target else []
         new._lengths = None if self._lengths is None else [self._lengths[i] for i in keep]
         return new

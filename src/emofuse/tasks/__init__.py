@@ -3,5 +3,6 @@
 from emofuse.tasks.base import Task, TaskError
 from emofuse.tasks.classification import ClassificationTask
 from emofuse.tasks.distillation import DistillationTask
+from emofuse.tasks.regression import RegressionTask
 
-__all__ = ["ClassificationTask", "DistillationTask", "Task", "TaskError"]
+__all__ = ["ClassificationTask", "DistillationTask", "RegressionTask", "Task", "TaskError"]

@@ -9,9 +9,12 @@ default implementation builds:
   encoders' ``preprocess`` fills ``batch[m]`` (students that embed raw input, CMD); with
   ``features`` the feature cache fills ``batch["features"][m]`` (MulT, probes); a ``distill`` stage
   also gets the cached teacher states in ``batch["teacher"]``. Missing caches are extracted once
-  (resumable) by rank 0; other ranks wait for them;
+  (resumable) by rank 0; other ranks wait for them. Modalities listed in ``encoders.files`` are read
+  from the feature files the records name (``Utterance.features``), absent ones masked
+  (``batch["present"]``); ``data.target`` adds ``batch["targets"]``;
 * the **task**: ``distill`` → :class:`~emofuse.tasks.distillation.DistillationTask` (teacher sizes read
-  from the cache), ``classify`` / ``finetune`` → :class:`~emofuse.tasks.classification.ClassificationTask`.
+  from the cache), ``classify`` / ``finetune`` → :class:`~emofuse.tasks.classification.ClassificationTask`,
+  ``regress`` → :class:`~emofuse.tasks.regression.RegressionTask`.
 
 Encoders are built once per process and shared by every fold, seed and stage.
 """
@@ -98,7 +101,8 @@ class DefaultComponents(Components):
     # ---------------------------------------------------------------------------------- model
 
     def model(self, cfg: ExperimentConfig, stage: StageConfig, classes: Sequence[str]) -> EmotionModel:  # noqa: D102
-        options = {"num_classes": len(classes), **cfg.model.options, **stage.model}
+        base = {"num_classes": len(classes)} if classes and stage.task != "regress" else {}
+        options = {**base, **cfg.model.options, **stage.model}
         for m in _MODALITIES:  # `<m>_dim: null` in a config: the feature size of the configured encoder
             if f"{m}_dim" in options and options[f"{m}_dim"] is None and getattr(cfg.encoders, m):
                 options[f"{m}_dim"] = int(self.encoder(cfg, m, str(getattr(cfg.encoders, m))).output_dim)
@@ -119,7 +123,7 @@ class DefaultComponents(Components):
         """Encoder name per modality the model consumes (config first, then the model's own teacher)."""
         names: dict[str, str] = {}
         for m in getattr(model, "modalities", ()) or ():
-            if m not in _MODALITIES:
+            if m not in _MODALITIES or m in cfg.encoders.files:
                 continue
             name = getattr(cfg.encoders, m) or model.config.get(f"{m}_teacher") or model.config.get(f"{m}_encoder")
             if name is None and model.config.get("modality") == m:
@@ -220,6 +224,7 @@ class DefaultComponents(Components):
         features = {} if raw else {m: self.store(cfg, e) for m, e in encoders.items()}
         teacher = {m: self.store(cfg, e) for m, e in encoders.items()} if stage.task == "distill" else {}
         root = Path(cfg.data.manifest).parent if cfg.data.manifest is not None else None
+        features.update(self.file_stores(cfg, records, root))
         if getattr(model, "dialogue_level", False):  # context models (CM-RoBERTa): one item = one dialogue
             from emofuse.pipeline.dialogue import DialogueDataset
 
@@ -237,7 +242,28 @@ class DefaultComponents(Components):
             root=root,
             sample_rate=cfg.data.sample_rate,
             max_duration=cfg.encoders.max_duration,
+            target=cfg.data.target,
         )
+
+    def file_stores(self, cfg: ExperimentConfig, records: Sequence[Utterance], root: Path | None) -> dict[str, Any]:
+        """A :class:`~emofuse.features.files.FileFeatureStore` per modality of ``encoders.files``.
+
+        The feature dimension is read once from the whole manifest (so a split in which nobody has the
+        modality still gets correctly shaped, masked placeholders).
+        """
+        from emofuse.data.manifest import read_manifest
+        from emofuse.features.files import FileFeatureStore
+
+        out: dict[str, Any] = {}
+        for m in cfg.encoders.files:
+            key = ("file", m, str(cfg.data.manifest))
+            if key not in self._stores:
+                everything = read_manifest(cfg.data.manifest) if cfg.data.manifest is not None else list(records)
+                self._stores[key] = FileFeatureStore(everything, m, root=root).output_dim
+            out[m] = FileFeatureStore(
+                records, m, root=root, dim=self._stores[key], max_frames=cfg.encoders.max_frames.get(m)
+            )
+        return out
 
     # ----------------------------------------------------------------------------------- task
 
@@ -259,11 +285,17 @@ class DefaultComponents(Components):
             from emofuse.tasks.classification import ClassificationTask
 
             return ClassificationTask(model, **options)
+        if stage.task == "regress":
+            from emofuse.tasks.regression import RegressionTask
+
+            return RegressionTask(model, **options)
         if stage.task == "mgcma":
             from emofuse.tasks.mgcma import MGCMATask
 
             return MGCMATask(model, **options)
-        raise ValueError(f"stage {stage.name!r}: unknown task {stage.task!r}; use distill, classify, finetune or mgcma")
+        raise ValueError(
+            f"stage {stage.name!r}: unknown task {stage.task!r}; use distill, classify, finetune, regress or mgcma"
+        )
 
     def provenance(self) -> dict[str, Any]:  # noqa: D102
         return dict(self._provenance)

@@ -20,7 +20,7 @@ from torch.utils.data import Dataset
 from emofuse.config import load_config
 from emofuse.config.schema import DataConfig, ExperimentConfig
 from emofuse.data.manifest import Utterance, read_manifest
-from emofuse.metrics import aggregate, classification_metrics, mult_f1
+from emofuse.metrics import aggregate, classification_metrics, mult_f1, regression_metrics
 from emofuse.models.base import EmotionModel
 from emofuse.models.checkpoint import load_checkpoint
 from emofuse.training.components import Components, DefaultComponents
@@ -28,7 +28,16 @@ from emofuse.training.datamodule import make_loader
 from emofuse.training.rundir import select_text
 from emofuse.utils.io import atomic_write, atomic_write_json
 
-__all__ = ["evaluate_run", "finished_runs", "predict", "score", "write_predictions"]
+__all__ = [
+    "evaluate_run",
+    "finished_runs",
+    "predict",
+    "predict_values",
+    "score",
+    "score_regression",
+    "write_predictions",
+    "write_regression_predictions",
+]
 
 logger = logging.getLogger(__name__)
 _IGNORE = -100
@@ -81,6 +90,79 @@ def predict(
     all_probs = torch.cat(probs)[order] if probs else torch.empty(0, 0)
     all_labels = torch.cat(labels)[order] if labels and len(labels) == len(probs) else None
     return {"ids": [ids[i] for i in order], "labels": all_labels, "probs": all_probs}
+
+
+def predict_values(
+    model: EmotionModel,
+    dataset: Dataset,
+    data: DataConfig,
+    batch_size: int | None = None,
+    device: str | torch.device = "cpu",
+) -> dict[str, Any]:
+    """Continuous predictions of a regression model (``ModelOutput.values``, else ``logits``), in id order.
+
+    Returns:
+        ``{"ids": [...], "targets": FloatTensor (N, K) | None (NaN = no target), "preds": FloatTensor (N, K)}``.
+    """
+    device = torch.device(device)
+    model = model.to(device).eval()
+    ids: list[str] = []
+    targets: list[Tensor] = []
+    preds: list[Tensor] = []
+    with torch.inference_mode():
+        for batch in make_loader(dataset, data, shuffle=False, batch_size=batch_size):
+            out = model(_to(batch, device))
+            v = out.values if out.values is not None else out.logits
+            if v is None:
+                raise ValueError(f"model {model.model_name!r} returned neither values nor logits: nothing to score")
+            v = v.float().cpu()
+            preds.append(v[:, None] if v.ndim == 1 else v)
+            ids += list(batch["ids"])
+            if "targets" in batch:
+                t = batch["targets"].float().cpu()
+                targets.append(t[:, None] if t.ndim == 1 else t)
+    order = sorted(range(len(ids)), key=ids.__getitem__)
+    all_preds = torch.cat(preds)[order] if preds else torch.empty(0, 1)
+    all_targets = torch.cat(targets)[order] if targets and len(targets) == len(preds) else None
+    return {"ids": [ids[i] for i in order], "targets": all_targets, "preds": all_preds}
+
+
+def score_regression(
+    predictions: Mapping[str, Any], threshold: float = 0.0, rescale_to: tuple[float, float] | None = None
+) -> dict[str, Any]:
+    """:func:`~emofuse.metrics.regression_metrics` (PCC, CCC, MAE, UAR / WAR) of the first target column.
+
+    Rows without a target (NaN) are left out. With several targets, ``per_target`` holds the metrics of each.
+    """
+    targets, preds = predictions["targets"], predictions["preds"]
+    if targets is None:
+        return {}
+    per_target = []
+    for k in range(preds.shape[-1]):
+        keep = torch.isfinite(targets[:, k])
+        if int(keep.sum()) == 0:
+            per_target.append({})
+            continue
+        per_target.append(regression_metrics(targets[keep, k].numpy(), preds[keep, k].numpy(), threshold, rescale_to))
+    metrics = dict(per_target[0]) if per_target else {}
+    if len(per_target) > 1:
+        metrics["per_target"] = per_target
+    return metrics
+
+
+def write_regression_predictions(path: str | Path, predictions: Mapping[str, Any]) -> Path:
+    """``predictions.jsonl`` of a regression run: ``{"id", "target", "pred"}`` (lists when K > 1)."""
+    lines = []
+    targets = predictions["targets"]
+    for i, utt in enumerate(predictions["ids"]):
+        pred = [round(float(x), 6) for x in predictions["preds"][i]]
+        tgt = None
+        if targets is not None:
+            tgt = [None if not torch.isfinite(x) else round(float(x), 6) for x in targets[i]]
+        one = len(pred) == 1
+        row = {"id": utt, "target": tgt[0] if one and tgt else tgt, "pred": pred[0] if one else pred}
+        lines.append(json.dumps(row))
+    return atomic_write(path, "".join(line + "\n" for line in lines))
 
 
 def score(predictions: Mapping[str, Any], classes: Sequence[str]) -> dict[str, Any]:
@@ -155,12 +237,13 @@ def evaluate_run(
     runs = finished_runs(run_dir)
     if not runs:
         raise FileNotFoundError(f"{run_dir} has no finished runs (no <fold>/seed<k>/DONE); train first")
-    records: list[Utterance] = [r for r in read_manifest(manifest) if r.label is not None]
+    stage = cfg.resolved_stages()[-1]
+    regress = stage.task == "regress"
+    records: list[Utterance] = [r for r in read_manifest(manifest) if regress or r.label is not None]
     records = select_text(records, cfg.data.text_field, manifest)
     if not records:
         raise ValueError(f"{manifest}: no labelled records to score")
     components = components or DefaultComponents()
-    stage = cfg.resolved_stages()[-1]
     results: list[dict[str, Any]] = []
     classes: list[str] = []
     found = sorted({r.label for r in records if r.label is not None})
@@ -168,7 +251,7 @@ def evaluate_run(
         model, meta = load_checkpoint(ckpt)
         classes = [str(c) for c in meta.get("classes") or []]
         unknown = sorted(set(found) - set(classes))
-        if unknown:
+        if unknown and not regress:
             raise ValueError(
                 f"{manifest} has labels {found}, but the model of {ckpt} was trained on {classes} "
                 f"(unknown here: {unknown}); prepare it with the same label scheme"
@@ -177,8 +260,13 @@ def evaluate_run(
         if missing:
             logger.warning("%s has no utterances of classes %s (model classes: %s)", manifest, missing, classes)
         dataset = components.dataset(cfg, stage, model, records, classes, "test")
-        preds = predict(model, dataset, cfg.data, cfg.eval.batch_size, _device(cfg))
-        results.append({"fold": fold, "seed": seed, "checkpoint": str(ckpt), "metrics": score(preds, classes)})
+        if stage.task == "regress":
+            values = predict_values(model, dataset, cfg.data, cfg.eval.batch_size, _device(cfg))
+            opts = stage.task_options
+            metrics = score_regression(values, float(opts.get("threshold", 0.0)), opts.get("rescale_to"))
+        else:
+            metrics = score(predict(model, dataset, cfg.data, cfg.eval.batch_size, _device(cfg)), classes)
+        results.append({"fold": fold, "seed": seed, "checkpoint": str(ckpt), "metrics": metrics})
     metrics = [r["metrics"] for r in results]
     doc = {
         "run_dir": str(run_dir),

@@ -3,7 +3,9 @@
 The task computes the objective (``{"loss", <parts>, "logits"?, "probs"?, "labels"?}``); this module
 only logs every scalar part as ``<split>/<part>``, collects predictions during validation and
 testing, and turns them into ``<split>/wa``, ``ua``, ``macro_f1``, ``weighted_f1`` and ``mult_f1``
-(CMD's MulT-style macro F1) at the end of the epoch, with :mod:`emofuse.metrics`. Under DDP the
+(CMD's MulT-style macro F1) at the end of the epoch, with :mod:`emofuse.metrics`. A regression task
+(its output holds ``preds`` and ``targets``) is scored with ``<split>/pcc``, ``ccc``, ``mae``, ``uar`` and
+``war`` (:func:`~emofuse.metrics.regression_metrics`, binarised at the task's ``threshold``). Under DDP the
 predictions of all ranks are gathered (and de-duplicated by utterance id, since distributed samplers
 repeat a few items) before scoring, so every rank logs the same numbers.
 
@@ -13,6 +15,8 @@ Learning-rate schedules are per epoch (spec ``cmd.md`` §3.4, A3):
   (CMD: W = 10, decay = 0.9, peak 1e-4).
 * ``warmup_cosine``: the same warm-up, then a half cosine from the peak to ``min_lr`` at the last epoch.
 * ``plateau``: ``ReduceLROnPlateau`` on the monitored value.
+* ``inverse_time`` (per optimiser step, not per epoch): ``lr / (1 + decay · step)``, the legacy Keras
+  optimiser ``decay`` (ConflictNET: ``Adam(lr=0.01, decay=0.6)``).
 """
 
 from __future__ import annotations
@@ -26,11 +30,11 @@ import torch
 from torch import Tensor, nn
 
 from emofuse.config.schema import OptimConfig
-from emofuse.metrics import classification_metrics, mult_f1
+from emofuse.metrics import classification_metrics, mult_f1, regression_metrics
 
 __all__ = ["TaskModule", "build_optimizer", "build_scheduler", "lr_factor", "resolve_mode"]
 
-_OUTPUT_KEYS = ("logits", "probs", "labels")
+_OUTPUT_KEYS = ("logits", "probs", "labels", "preds", "targets")
 _IGNORE = -100
 
 
@@ -68,8 +72,8 @@ def lr_factor(optim: OptimConfig, max_epochs: int) -> Callable[[int], float]:
             return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t))
 
         return cosine
-    if optim.scheduler in ("none", "plateau"):
-        return lambda e: 1.0
+    if optim.scheduler in ("none", "plateau", "inverse_time"):
+        return lambda e: 1.0  # inverse_time is per step: build_scheduler
     raise ValueError(f"unknown scheduler {optim.scheduler!r}")
 
 
@@ -99,6 +103,10 @@ def build_scheduler(
             optimizer, mode=direction, factor=optim.plateau_factor, patience=optim.plateau_patience
         )
         return {"scheduler": sched, "interval": "epoch", "monitor": monitor, "strict": True}
+    if optim.scheduler == "inverse_time":
+        decay = optim.decay
+        step_sched = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda k: 1.0 / (1.0 + decay * k))
+        return {"scheduler": step_sched, "interval": "step"}
     sched = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(optim, max_epochs))
     return {"scheduler": sched, "interval": "epoch"}
 
@@ -136,6 +144,8 @@ class TaskModule(L.LightningModule):
         self._collect: dict[str, list[tuple[list[str], Tensor | None, Tensor]]] = {}
         # frozen teachers are rebuilt, not resumed: they are left out of Lightning checkpoints
         self.strict_loading = False
+        #: Set once a regression output (``preds``) has been seen: predictions are scored as regression.
+        self.regression = False
 
     def forward(self, batch: dict[str, Any]) -> dict[str, Tensor]:
         """Run the task on one batch."""
@@ -161,7 +171,17 @@ class TaskModule(L.LightningModule):
                 batch_size=size,
                 sync_dist=True,
             )
-        if not train:
+        if not train and "preds" in out and "ids" in batch:
+            self.regression = True
+            targets = out.get("targets")
+            self._collect.setdefault(split, []).append(
+                (
+                    list(batch["ids"]),
+                    None if targets is None else targets.detach().to("cpu").float(),
+                    out["preds"].detach().to("cpu").float(),
+                )
+            )
+        elif not train:
             scores = out.get("probs", out.get("logits"))
             if scores is not None and "ids" in batch:
                 labels = out.get("labels", batch.get("labels"))
@@ -212,6 +232,8 @@ class TaskModule(L.LightningModule):
 
     def score(self, predictions: dict[str, Any]) -> dict[str, float]:
         """Scalar metrics of gathered predictions (empty without labels or class names)."""
+        if self.regression:
+            return self._score_regression(predictions)
         labels = predictions["labels"]
         if labels is None or self.classes is None:
             return {}
@@ -229,6 +251,24 @@ class TaskModule(L.LightningModule):
             "weighted_f1": m["weighted_f1"],
             "mult_f1": mult_f1(y, p, labels=index)["macro"],
         }
+
+    def _score_regression(self, predictions: dict[str, Any]) -> dict[str, float]:
+        """PCC / CCC / MAE / UAR / WAR of the first target (mean over targets when there are several)."""
+        targets, preds = predictions["labels"], predictions["probs"]  # (N, K) each
+        if targets is None:
+            return {}
+        threshold = float(getattr(self.task, "threshold", 0.0))
+        rescale = getattr(self.task, "rescale_to", None)
+        per_target = []
+        for k in range(preds.shape[-1]):
+            keep = torch.isfinite(targets[:, k])
+            if int(keep.sum()) < 2:
+                continue
+            m = regression_metrics(targets[keep, k].numpy(), preds[keep, k].numpy(), threshold, rescale)
+            per_target.append({key: float(m[key]) for key in ("pcc", "ccc", "mae", "uar", "war")})
+        if not per_target:
+            return {}
+        return {key: sum(m[key] for m in per_target) / len(per_target) for key in per_target[0]}
 
     # ------------------------------------------------------------------------------ optimiser
 

@@ -78,9 +78,10 @@ def render_markdown(doc: Mapping[str, Any], digits: int = 4) -> str:
         f"{doc.get('n_runs', 0)} runs ({len(folds)} fold(s): {', '.join(folds) or '–'}; "
         f"{len(seeds)} seed(s): {', '.join(map(str, seeds)) or '–'}). Values are mean (std) over runs, ddof = 1.",
         "",
-        "## Per-class F1 (MulT convention: one-vs-rest, support-weighted)",
-        "",
     ]
+    if isinstance(agg, Mapping) and "pcc" in agg:
+        return "\n".join(lines + _regression_lines(name, agg, folds, runs, digits))
+    lines += ["## Per-class F1 (MulT convention: one-vs-rest, support-weighted)", ""]
     per_class = [_cell(agg, "mult_f1", "per_class", c, digits=digits) for c in classes]
     lines += _table(
         ["Experiment", *[c.capitalize() for c in classes], "Macro-F1"],
@@ -109,6 +110,35 @@ def render_markdown(doc: Mapping[str, Any], digits: int = 4) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+_REGRESSION = (("PCC", "pcc"), ("CCC", "ccc"), ("MAE", "mae"), ("UAR", "uar"), ("WAR", "war"))
+
+
+def _regression_lines(
+    name: str, agg: Mapping[str, Any], folds: Sequence[str], runs: Sequence[Mapping[str, Any]], digits: int
+) -> list[str]:
+    """The regression table: PCC, CCC, MAE and UAR / WAR of the binarised scores."""
+    lines = ["## Regression", ""]
+    lines += _table(
+        ["Experiment", *[h for h, _ in _REGRESSION]], [[name, *[_cell(agg, k, digits=digits) for _, k in _REGRESSION]]]
+    )
+    if len(folds) > 1:
+        lines += ["", "## Per fold (mean (std) over seeds)", ""]
+        rows = []
+        for fold in folds:
+            fold_runs = [r["metrics"] for r in runs if str(r["fold"]) == fold and r.get("metrics")]
+            fagg = aggregate(fold_runs) if fold_runs else {}
+            rows.append([fold, *[_cell(fagg, k, digits=digits) for _, k in _REGRESSION]])
+        lines += _table(["Fold", *[h for h, _ in _REGRESSION]], rows)
+    threshold = agg.get("binarized", {}).get("threshold", {}).get("mean")
+    where = f" at {threshold:g}" if isinstance(threshold, (int, float)) else ""
+    lines += [
+        "",
+        f"UAR = mean per-class recall and WAR = overall accuracy of the scores binarised{where} (high if >=).",
+        "",
+    ]
+    return lines
 
 
 def _encoder_notes(encoders: Mapping[str, Any]) -> list[str]:

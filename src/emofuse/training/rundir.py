@@ -152,12 +152,29 @@ def resolve_classes(cfg: ExperimentConfig, records: list[Utterance]) -> tuple[li
     if dropped:
         logger.warning("dropped %d records whose label is not one of %s", dropped, classes)
     if not classes:
+        if cfg.data.target is not None:  # regression on a continuous target: no classes needed
+            return [], list(records)
         raise ValueError(f"{cfg.data.manifest}: no labelled records")
     return classes, kept
 
 
 def resolve_folds(cfg: ExperimentConfig, records: list[Utterance]) -> list[Fold]:
-    """The protocol's folds, restricted to ``data.folds`` (unknown names are an error)."""
+    """The protocol's folds, restricted to ``data.folds`` (unknown names are an error).
+
+    With a regression target (``data.target``) and unlabelled records, the protocols see each record's
+    target binarised at 0 (``low`` / ``high``) as its label, so stratified protocols stratify by it;
+    records with neither a label nor a target are left out (the protocol logs them).
+    """
+    if cfg.data.target is not None:
+        from emofuse.pipeline.dataset import target_value
+
+        target = cfg.data.target
+        records = [
+            r
+            if r.label is not None or (t := target_value(r, target)) is None
+            else r.model_copy(update={"label": "high" if t >= 0 else "low"})
+            for r in records
+        ]
     folds = make_folds(records, cfg.data.protocol, **cfg.data.protocol_options)
     if cfg.data.folds is not None:
         names = [f.name for f in folds]

@@ -54,7 +54,14 @@ from emofuse.training.callbacks import (
 )
 from emofuse.training.components import Components, DefaultComponents, is_launcher_rank_zero
 from emofuse.training.datamodule import FoldDataModule
-from emofuse.training.evaluate import predict, score, write_predictions
+from emofuse.training.evaluate import (
+    predict,
+    predict_values,
+    score,
+    score_regression,
+    write_predictions,
+    write_regression_predictions,
+)
 from emofuse.training.lit_module import TaskModule
 from emofuse.training.report import results_document, write_results
 from emofuse.training.rundir import (
@@ -142,7 +149,14 @@ class _Run:
                 logger.info("stage %s: %d new parameters keep their initialisation", stage.name, len(keys["missing"]))
 
         def factory(recs: list[Utterance], split: str) -> Any:
-            return exp.components.dataset(cfg, stage, model, recs, exp.classes, split)
+            ds = exp.components.dataset(cfg, stage, model, recs, exp.classes, split)
+            md = cfg.data.moddrop
+            if split == "train" and md is not None and stage.task != "distill":
+                from emofuse.pipeline.missing import ModDropDataset
+
+                mods = md.modalities or list(model.modalities)
+                ds = ModDropDataset(ds, mods, md.mode, md.subsets, md.include_original)
+            return ds
 
         dm = FoldDataModule(exp.records, self.fold, factory, cfg.data, seed=self.seed)
         task = exp.components.task(cfg, stage, model, exp.classes, dm.dataset("train"))
@@ -239,10 +253,17 @@ class _Run:
             dataset = exp.components.dataset(cfg, stages[-1], model, test, exp.classes, "test")
             accel = cfg.trainer.accelerator
             device = "cuda" if accel in ("gpu", "cuda", "auto") and torch.cuda.is_available() else "cpu"
-            preds = predict(model, dataset, cfg.data, cfg.eval.batch_size, device)
-            metrics = score(preds, exp.classes)
-            if cfg.eval.save_predictions:
-                write_predictions(self.dir / "predictions.jsonl", preds, exp.classes)
+            if stages[-1].task == "regress":  # PCC / CCC / MAE + UAR / WAR of the binarised scores
+                values = predict_values(model, dataset, cfg.data, cfg.eval.batch_size, device)
+                opts = stages[-1].task_options
+                metrics = score_regression(values, float(opts.get("threshold", 0.0)), opts.get("rescale_to"))
+                if cfg.eval.save_predictions:
+                    write_regression_predictions(self.dir / "predictions.jsonl", values)
+            else:
+                preds = predict(model, dataset, cfg.data, cfg.eval.batch_size, device)
+                metrics = score(preds, exp.classes)
+                if cfg.eval.save_predictions:
+                    write_predictions(self.dir / "predictions.jsonl", preds, exp.classes)
         atomic_write_json(self.dir / "metrics.json", metrics)
         rows = []
         for stage in stages:
@@ -355,4 +376,9 @@ def _run_all(exp: _Experiment, echo: Any, zero: bool) -> dict[str, Any] | None:
         encoders=components.provenance(),
     )
     write_results(exp.out_dir, doc, cfg.eval.digits)
+    if cfg.eval.missing is not None:  # Table 4.4-style rows: missing.json / missing.md next to results.md
+        from emofuse.training.missing import evaluate_missing
+
+        miss = cfg.eval.missing
+        evaluate_missing(exp.out_dir, miss.conditions, miss.mode, miss.k, out_dir=exp.out_dir, components=components)
     return doc

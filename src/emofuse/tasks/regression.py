@@ -1,0 +1,104 @@
+"""Continuous-label regression (valence, arousal, conflict level): MSE, 1 − PCC or 1 − CCC.
+
+The model returns ``ModelOutput.values`` ``(B, K)`` (or, for a classifier built with
+``num_classes = K``, its ``logits``); the batch carries ``targets`` ``(B,)`` or ``(B, K)`` with ``NaN``
+where an utterance has no target (those rows are left out of the loss). Rajan's ConflictNET trains with
+``1 − PCC`` over each mini-batch (thesis Eq. 3.3); SeqSEW / RECOLA use CCC.
+
+Example:
+    >>> import torch
+    >>> from emofuse.models.base import EmotionModel, ModelOutput
+    >>> class Toy(EmotionModel):
+    ...     def forward(self, batch):
+    ...         return ModelOutput(values=batch["x"])
+    >>> batch = {"x": torch.tensor([[0.0], [1.0], [3.0]]), "targets": torch.tensor([0.0, 2.0, float("nan")])}
+    >>> out = RegressionTask(Toy(), loss="mse")(batch)
+    >>> float(out["loss"]), out["preds"].shape
+    (0.5, torch.Size([3, 1]))
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+import torch
+from torch import Tensor
+
+from emofuse.losses.classification import concordance_loss, pcc_loss
+from emofuse.tasks.base import Task, TaskError
+
+__all__ = ["RegressionTask"]
+
+RegressionLoss = Literal["mse", "pcc", "ccc", "mae"]
+
+
+class RegressionTask(Task):
+    """Regression of continuous targets.
+
+    Args:
+        model: A model returning ``values`` ``(B, K)`` (or ``logits`` ``(B, K)``).
+        loss: ``"mse"``, ``"pcc"`` (``1 − PCC``, ConflictNET), ``"ccc"`` (``1 − CCC``) or ``"mae"``.
+        threshold: Binarisation threshold of the UAR / WAR the training engine reports.
+        rescale_to: ``(lo, hi)``: min-max rescale predictions to this range before binarising (thesis
+            Ch.3 post-processing; ``None``: off).
+
+    Returns from :meth:`forward`:
+        ``{"loss", "preds" (B, K) detached, "targets" (B, K)}``.
+    """
+
+    stage: ClassVar[str] = "regress"
+    monitor: str = "val/loss"
+    monitor_mode: Literal["min", "max"] = "min"
+
+    def __init__(
+        self,
+        model: Any,
+        loss: RegressionLoss = "mse",
+        threshold: float = 0.0,
+        rescale_to: tuple[float, float] | list[float] | None = None,
+    ) -> None:
+        super().__init__(model)
+        if loss not in ("mse", "pcc", "ccc", "mae"):
+            raise ValueError(f"loss must be 'mse', 'pcc', 'ccc' or 'mae', got {loss!r}")
+        if rescale_to is not None and (len(rescale_to) != 2 or float(rescale_to[0]) >= float(rescale_to[1])):
+            raise ValueError(f"rescale_to must be (lo, hi) with lo < hi, got {rescale_to!r}")
+        self.loss_name = loss
+        self.threshold = float(threshold)
+        self.rescale_to = None if rescale_to is None else (float(rescale_to[0]), float(rescale_to[1]))
+        self.config = {"loss": loss, "threshold": self.threshold, "rescale_to": self.rescale_to}
+
+    def forward(self, batch: dict[str, Any]) -> dict[str, Tensor]:
+        """Loss on one batch.
+
+        Args:
+            batch: Model inputs plus ``targets`` ``(B,)`` or ``(B, K)`` (``NaN`` = no target).
+
+        Returns:
+            ``{"loss": scalar, "preds": (B, K), "targets": (B, K)}``.
+        """
+        targets = self.require(batch, "targets", "continuous targets (set data.target in the config)")
+        out = self.model(batch)
+        preds = out.values if out.values is not None else out.logits
+        if preds is None:
+            raise TaskError(f"{type(self.model).__name__} returned neither values nor logits to regress")
+        if preds.ndim == 1:
+            preds = preds[:, None]
+        targets = targets.to(device=preds.device, dtype=preds.dtype)
+        if targets.ndim == 1:
+            targets = targets[:, None]
+        if targets.shape != preds.shape:
+            raise TaskError(f"targets {tuple(targets.shape)} do not match predictions {tuple(preds.shape)}")
+        keep = torch.isfinite(targets).all(-1)  # (B,)
+        if not bool(keep.any()):
+            loss = preds.sum() * 0.0  # a batch without targets: no signal, but a valid graph
+        else:
+            p, t = preds[keep], targets[keep]
+            if self.loss_name == "mse":
+                loss = torch.nn.functional.mse_loss(p, t)
+            elif self.loss_name == "mae":
+                loss = torch.nn.functional.l1_loss(p, t)
+            elif self.loss_name == "pcc":
+                loss = pcc_loss(p, t)
+            else:
+                loss = concordance_loss(p, t)
+        return {"loss": loss, "preds": preds.detach(), "targets": targets}
