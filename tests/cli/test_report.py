@@ -127,8 +127,50 @@ def test_report_bad_input(tmp_path):
     res = runner.invoke(app, ["report", str(a), "--out", str(tmp_path / "o")])
     _one_line_error(res, "results.json is not valid JSON")
 
+    d = _run(tmp_path / "d", "d", ["neg", "pos"], [Y])
+    doc = json.loads((d / "results.json").read_text())
+    doc["runs"][0]["metrics"]["confusion"] = [[1, 2, 0], [0, 1, 0], [0, 0, 1]]
+    (d / "results.json").write_text(json.dumps(doc))
+    res = runner.invoke(app, ["report", str(d), "--out", str(tmp_path / "o")])
+    _one_line_error(res, "has a (3, 3) confusion matrix over ['neg', 'pos']")
+
     b = _run(tmp_path / "b", "b", ["neg", "pos"], [Y, Y])
+    (b / "analysis").mkdir()
+    (b / "analysis" / "dominance.json").write_text("[1, 2]")
+    res = runner.invoke(app, ["report", str(b), "--out", str(tmp_path / "o")])
+    _one_line_error(res, "dominance.json is not an 'emofuse analyze' output (no 'summary')")
+    (b / "analysis" / "dominance.json").unlink()
     assert runner.invoke(app, ["report", str(b), "--out", str(tmp_path / "o")]).exit_code == 0
     res = runner.invoke(app, ["report", str(b), "--out", str(tmp_path / "o")])
     _one_line_error(res, "already holds a report (report.md, report.html, report_figures): use --overwrite")
     assert runner.invoke(app, ["report", str(b), "--out", str(tmp_path / "o"), "--overwrite"]).exit_code == 0
+
+
+def test_report_includes_analysis_outputs(tmp_path):
+    from emofuse.evaluation import dominance_summary
+
+    a = _run(tmp_path / "a", "cmd", ["neg", "pos"], [Y, Y])
+    recs = [
+        {"dominant": "audio", "text_tokens": 4},
+        {"dominant": "text", "text_tokens": 6},
+        {"dominant": "text", "text_tokens": 10},
+    ]
+    tokens = {
+        "method": "grad_x_input",
+        "fold": "fold1",
+        "seed": 0,
+        "items": [
+            {"id": "u<1>", "tokens": ["so", "<b>happy</b>"], "scores": [0.2, 1.0], "label": "pos", "pred": "pos"}
+        ],
+    }
+    where = a / "fold1" / "seed0" / "analysis"
+    where.mkdir()
+    (where / "dominance.json").write_text(json.dumps({"model": "cmd_student", "summary": dominance_summary(recs)}))
+    (where / "token_importance.json").write_text(json.dumps(tokens))
+    out = tmp_path / "r"
+    assert runner.invoke(app, ["report", str(a), "--out", str(out)]).exit_code == 0
+    md, page = (out / "report.md").read_text(), (out / "report.html").read_text()
+    assert "| cmd | Audio | 33.3% | 4.00 (–) |" in md and "| cmd | Text | 66.7% | 8.00 (±2.83) |" in md
+    assert "<td>66.7%</td>" in page and "fold1/seed0/analysis" in page
+    assert "&lt;b&gt;happy&lt;/b&gt;</span>" in page and "u&lt;1&gt;" in page and "<b>happy" not in page
+    assert "**\\<b\\>happy\\</b\\>**" in md  # score 1.0: bold, escaped

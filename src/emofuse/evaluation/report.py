@@ -357,9 +357,7 @@ def _md_tokens(exps: Sequence[ExperimentRuns]) -> list[str]:
                     f"**{_md(t)}**" if float(s) >= 0.5 else _md(t)
                     for t, s in zip(it.get("tokens", []), it.get("scores", []), strict=False)
                 ]
-                out.append(
-                    f"- {_md(it.get('id'))} ({_md(it.get('label'))} → {_md(it.get('pred'))}): {' '.join(words)}"
-                )
+                out.append(f"- {_md(it.get('id'))} ({_md(it.get('label'))} → {_md(it.get('pred'))}): {' '.join(words)}")
             out.append("")
     return out or [_NO_ANALYSIS, ""]
 

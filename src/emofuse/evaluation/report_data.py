@@ -145,13 +145,11 @@ def _analyses(path: Path) -> list[Analysis]:
     out = []
     for folder in folders:
         dom, tok = (folder / ANALYSIS_FILES[0]), (folder / ANALYSIS_FILES[1])
-        out.append(
-            Analysis(
-                where=folder.relative_to(path).as_posix() or ".",
-                dominance=_read_json(dom) if dom.is_file() else None,
-                tokens=_read_json(tok) if tok.is_file() else None,
-            )
-        )
+        docs = {f: _read_json(f) if f.is_file() else None for f in (dom, tok)}
+        for f, key in ((dom, "summary"), (tok, "items")):
+            if docs[f] is not None and not (isinstance(docs[f], Mapping) and key in docs[f]):
+                raise ReportError(f"{f} is not an 'emofuse analyze' output (no {key!r})")
+        out.append(Analysis(where=folder.relative_to(path).as_posix(), dominance=docs[dom], tokens=docs[tok]))
     return out
 
 
@@ -182,6 +180,8 @@ def load_experiment(path: str | Path) -> ExperimentRuns:
     classes = [str(c) for c in doc["classes"]]
     runs = []
     for r in doc["runs"]:
+        if not isinstance(r, Mapping) or "fold" not in r or "seed" not in r:
+            raise ReportError(f"{results}: a run entry has no 'fold' / 'seed': {str(r)[:80]}")
         metrics = r.get("metrics") or {}
         if not metrics:
             continue
@@ -189,6 +189,13 @@ def load_experiment(path: str | Path) -> ExperimentRuns:
             raise ReportError(
                 f"{results}: run {r.get('fold')}/seed{r.get('seed')} has no confusion matrix "
                 "(regression results?): the report covers classification runs"
+            )
+        labels = [str(c) for c in metrics.get("labels", classes)]
+        shape = np.shape(metrics["confusion"])
+        if set(labels) != set(classes) or shape != (len(labels), len(labels)):
+            raise ReportError(
+                f"{results}: run {r['fold']}/seed{r['seed']} has a {shape} confusion matrix over {labels}, "
+                f"not over the file's classes {classes}"
             )
         seed_dir = path / str(r["fold"]) / f"seed{r['seed']}"
         env = seed_dir / "env.json"
