@@ -151,8 +151,9 @@ class InputEmbedding(nn.Module):
             lengths = torch.full(wav.shape[:1], wav.shape[1], dtype=torch.long, device=wav.device)
         else:
             lengths = attn.sum(-1).long()  # (B,)
-        wav = wav[:, : int(lengths.max())]  # the teacher trims to the longest valid row too
-        x = self.module(wav, lengths)  # (B, T, D)
+        wav = wav[:, : int(lengths.max()) or wav.shape[1]]  # the teacher trims to the longest valid row too
+        # a row without samples (an absent modality) runs on its zeros, and gets no valid frame
+        x = self.module(wav, torch.where(lengths > 0, lengths, wav.shape[1]))  # (B, T, D)
         mask = torch.arange(x.shape[1], device=x.device)[None] < self.frames(lengths)[:, None]  # (B, T)
         return x, mask
 
@@ -161,7 +162,8 @@ class InputEmbedding(nn.Module):
         b, t = feats.shape[0], feats.shape[-1]
         lengths = inputs.get("feature_lengths")
         lengths = torch.full((b,), t, device=feats.device) if lengths is None else lengths.to(feats.device)
-        lengths = lengths.long().clamp(1, t)  # (B,)
+        valid = lengths.long().clamp(0, t)  # (B,); 0: an absent row (no valid frame)
+        lengths = valid.clamp_min(1)  # (B,)
         longest = int(lengths.max())
         feats = feats[..., :longest]  # the teacher trims to the longest valid row too
         # windows of the position table (30 s), as the teacher encodes long clips; one window otherwise
@@ -171,5 +173,5 @@ class InputEmbedding(nn.Module):
             n = (lengths - start).clamp(0, window)  # (B,) valid mel frames in this window
             pieces.append(self.module(feats[..., start : start + window], n))  # (B, ceil(w / 2), D)
         x = torch.cat(pieces, dim=1)  # (B, ceil(F / 2), D)
-        mask = torch.arange(x.shape[1], device=x.device)[None] < ((lengths + 1) // 2)[:, None]  # (B, T)
+        mask = torch.arange(x.shape[1], device=x.device)[None] < ((valid + 1) // 2)[:, None]  # (B, T)
         return x, mask

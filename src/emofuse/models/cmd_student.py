@@ -287,6 +287,17 @@ class CMDStudent(EmotionModel):
             q = {m: self.branch(m).cross[i](q[m], src[other[m]], src[other[m]], masks[m], masks[other[m]]) for m in q}
         return q
 
+    def _present(self, batch: dict[str, Any], masks: dict[str, Tensor]) -> Tensor:
+        """``(M, B)`` bool: modality ``m`` has a valid step (and ``batch["present"][m]``, if given, is True)."""
+        given = batch.get("present") or {}
+        rows = []
+        for m in self.modalities:
+            p = masks[m].any(dim=1)
+            if m in given:
+                p = p & given[m].to(p.device).bool()
+            rows.append(p)
+        return torch.stack(rows)
+
     def forward(self, batch: dict[str, Any]) -> ModelOutput:
         """Run the student.
 
@@ -296,7 +307,8 @@ class CMDStudent(EmotionModel):
         Returns:
             ``hidden[m] (B, T_m, d)`` (zero at padding), ``masks[m] (B, T_m)``, ``pooled[m] (B, d)`` and, with a
             head, ``modality_logits[m] (B, C)`` (raw F outputs), ``probs (B, C)`` (mean of the per-modality
-            softmaxes at temperature ``kappa``) and ``logits = log(probs)``.
+            softmaxes at temperature ``kappa``; a modality absent from a sample, i.e. no valid step or
+            ``batch["present"][m]`` False, is left out of its mean) and ``logits = log(probs)``.
         """
         h, masks = {}, {}
         for m in self.modalities:
@@ -319,7 +331,13 @@ class CMDStudent(EmotionModel):
                 out.modality_logits[m] = head(pooled[m])  # (B, C)
             # log(mean_m softmax(z_m / kappa)), computed stably: logsumexp_m log_softmax(z_m / kappa) - log M
             logp = torch.stack([(z / self.temperature).log_softmax(-1) for z in out.modality_logits.values()])
-            out.logits = torch.logsumexp(logp, dim=0) - math.log(len(self.modalities))  # (B, C)
+            present = self._present(batch, masks)  # (M, B): a modality absent from a sample is left out
+            if bool(present.all()):
+                out.logits = torch.logsumexp(logp, dim=0) - math.log(len(self.modalities))  # (B, C)
+            else:
+                present = present | ~present.any(0, keepdim=True)  # nothing present: average them all
+                logp = logp.masked_fill(~present[:, :, None], float("-inf"))
+                out.logits = torch.logsumexp(logp, dim=0) - present.sum(0).to(logp.dtype).log()[:, None]
             out.probs = out.logits.exp()  # (B, C), rows sum to 1
         return out
 
