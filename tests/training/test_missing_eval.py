@@ -179,6 +179,23 @@ def test_knn_latent_imputation_with_all_neighbours_is_the_training_mean(trained)
     assert "knn (K=1000)" in missing_markdown(doc)
 
 
+@pytest.mark.slow
+def test_moddrop_config_multiplies_the_training_set(trained, tmp_path):
+    tmp, labels, _, cfg = trained
+    cfg = cfg.model_copy(deep=True)
+    cfg.data.moddrop = {"mode": "zero"}
+    cfg.eval.missing = {"conditions": [["video"]], "mode": "absent"}
+    cfg.trainer.max_epochs = 1
+    comps = TriComponents(labels)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        run_experiment(cfg, tmp_path / "run", components=comps, progress=False)
+    assert comps.sizes["task_train"] == 4 * comps.sizes["train"]  # (T,V,A), (0,V,A), (T,0,A), (T,V,0)
+    doc = json.loads((tmp_path / "run" / "missing.json").read_text())
+    assert [c["name"] for c in doc["conditions"]] == ["full", "-video (absent)"]
+    assert "| ● | ○ | ● | absent |" in (tmp_path / "run" / "missing.md").read_text()
+
+
 def test_moddrop_dataset_wraps_multimodal_dataset():
     recs = [Utterance(id=f"u{i}", text="x", label=CLASSES[i % 3]) for i in range(3)]
     labels = {r.id: r.label for r in recs}
