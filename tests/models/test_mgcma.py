@@ -204,3 +204,21 @@ def test_rebuild_from_config_restores_outputs(batch):
     assert torch.allclose(rebuilt(batch).logits, model(batch).logits, atol=1e-5)
     with pytest.raises(KeyError, match="batch\\['text'\\]"):
         model({"audio": batch["audio"]})
+
+
+def test_paper_size_parameter_counts_on_meta():
+    """768-d, 12 heads, 6 blocks (no weights read): counts derived by hand from the layout."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with torch.device("meta"):
+            model = create_model("mgcma")
+    d = 768
+    mlp = 2 * 4 * d * d + 4 * d + d
+    dc = (d * d + d) + 2 * d + (3 * d * d + 3 * d) + 2 * ((d // 2 * d + d) + 2 * d + mlp)
+    layer = 2 * 4 * (d * d + d) + 3 * 2 * d + mlp  # self + cross attention, 3 LayerNorms, FFN 768-3072-768
+    counts = model.branch_parameters()
+    assert counts["dam"] == 2 * dc == 24_806_400
+    assert counts["tam"] == 2 * 6 * layer == 113_421_312
+    assert counts["head"] == (2 * d * d + d) + (d * 4 + 4) == 1_183_492
+    assert counts["audio_encoder"] == 94_371_712 and counts["text_encoder"] == 108_891_648  # no BERT pooler
+    assert model.dim == d and model.num_parameters() == sum(counts.values())

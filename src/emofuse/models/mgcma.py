@@ -69,6 +69,23 @@ def parse_order(order: str | Sequence[str]) -> tuple[str, ...]:
     return tuple(parts)
 
 
+def _architecture_only(name: str, **options: Any) -> Any:
+    """Encoder ``name`` built from its architecture config on the CPU without initialising weights (meta use)."""
+    from transformers.initialization import no_init_weights
+
+    from emofuse.encoders import get_encoder_spec
+    from emofuse.encoders._registry import Resolution
+
+    spec = get_encoder_spec(name)
+    opts = {**spec.defaults, **{k: v for k, v in options.items() if v is not None}}
+    if spec.pretrained:
+        resolution = Resolution("random", "architecture only (meta device)")
+    else:
+        resolution = Resolution("handcrafted", "computed from the signal / a user file")
+    with torch.device("cpu"), no_init_weights():
+        return spec.builder(spec, resolution, **opts)
+
+
 def _disable_layerdrop(encoder: nn.Module) -> None:
     """Switch off LayerDrop of a fine-tuned ``transformers`` encoder (wav2vec2-base ships 0.1).
 
@@ -188,15 +205,21 @@ class MGCMA(EmotionModel):
 
         names = {"audio": audio_encoder, "text": text_encoder}
         layers = {"audio": audio_layer, "text": text_layer}
+        meta = torch.get_default_device().type == "meta"
         encoders: dict[str, Any] = {}
         for m in _MODALITIES:
             extra = {"freeze_feature_encoder": True} if m == "audio" and freeze_feature_encoder else {}
-            enc = create_encoder(names[m], layer=layers[m], frozen=freeze_encoders, allow_random=allow_random, **extra)
+            if meta:  # parameter counting (`emofuse models`): the named architecture, nothing read or initialised
+                enc = _architecture_only(names[m], layer=layers[m], **extra).freeze(freeze_encoders)
+            else:
+                enc = create_encoder(
+                    names[m], layer=layers[m], frozen=freeze_encoders, allow_random=allow_random, **extra
+                )
             if enc.modality != m:
                 raise ValueError(f"{m}_encoder {names[m]!r} is a {enc.modality} encoder")
             _disable_layerdrop(enc)
             encoders[m] = enc
-        self.encoders = nn.ModuleDict(encoders)
+        self.encoders = nn.ModuleDict(encoders).to("meta") if meta else nn.ModuleDict(encoders)
         #: Which weights each encoder runs (written into results by the training engine).
         self.encoder_provenance: dict[str, dict[str, Any]] = {m: e.provenance.to_dict() for m, e in encoders.items()}
         widths = {m: int(e.output_dim) for m, e in encoders.items()}
