@@ -97,7 +97,7 @@ def test_parameter_count_of_the_unimodal_model_by_hand():
 
 
 def test_parameter_count_of_the_full_model_at_paper_size():
-    model = CMRoberta(audio_dim=12696, text_dim=4096, num_classes=7)
+    model = create_model("cm_roberta")  # defaults: the paper's 12696-d audio, 4096-d text, 7 classes
     d = 128
     post_ln = 4 * (d * d + d) + (d * 256 + 256) + (256 * d + d) + 4 * d  # PostLNBlock(128, 4 heads, FFN 256)
     expected = (
@@ -222,7 +222,7 @@ def test_bad_inputs_are_named():
     with pytest.raises(KeyError, match="features"):
         tiny("cm_roberta_audio")({"audio": torch.zeros(1)})
     with pytest.raises(ValueError, match="text_dim"):
-        CMRoberta(audio_dim=4)
+        CMRoberta(audio_dim=4, text_dim=None)
     with pytest.raises(ValueError, match="sublayer_merge"):
         CMRoberta(audio_dim=4, text_dim=4, sublayer_merge="mix")
 

@@ -293,8 +293,8 @@ class CMRoberta(EmotionModel):
 
     Args:
         modalities: ``("audio", "text")`` or one of them (unimodal: BiLSTM + residual block).
-        audio_dim: Audio vector size ``D_a`` (paper 12696; ``compare+whisper-tiny.en``: 6757).
-        text_dim: Text vector size ``D_t`` (paper 4096).
+        audio_dim: Audio vector size ``D_a`` (default: the paper's 12696; ``compare+whisper-tiny.en``: 6757).
+        text_dim: Text vector size ``D_t`` (default: the paper's 4096).
         num_classes: Emotions (MELD: 7).
         hidden: Width ``d`` of every block (128).
         lstm_layers: Layers of each context BiLSTM (2, B6).
@@ -328,8 +328,8 @@ class CMRoberta(EmotionModel):
     def __init__(
         self,
         modalities: tuple[str, ...] | list[str] = _MODALITIES,
-        audio_dim: int | None = None,
-        text_dim: int | None = None,
+        audio_dim: int | None = 12696,
+        text_dim: int | None = 4096,
         num_classes: int = 7,
         hidden: int = 128,
         lstm_layers: int = 2,
