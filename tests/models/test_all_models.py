@@ -17,6 +17,8 @@ TINY = {
     "cmd_student": dict(audio_teacher="tiny-wav2vec2", text_teacher="tiny-bert"),
     "mult": dict(audio_dim=8, text_dim=12, dim=10, num_heads=2, num_layers=2),
     "probe": dict(input_dim=12),
+    "conflictnet": dict(window=8000, filters=(4, 8, 8), lstm_sizes=(8, 4)),
+    "paranet": dict(window=8000, filters=(4, 8, 8), lstm_sizes=(8, 4)),
     "cm_roberta": dict(audio_dim=8, text_dim=12, hidden=8, num_heads=2, ffn_dim=16, head_hidden=8),
     "mgcma": dict(audio_encoder="tiny-wav2vec2", text_encoder="tiny-bert", num_heads=2, tam_layers=2),
     "tri_fusion": dict(
@@ -99,12 +101,16 @@ def test_forward_backward(name, batch):
     n = len(batch["labels"])  # B utterances (or the valid turns of B dialogues)
     out = model(batch)
     assert isinstance(out, ModelOutput)
-    assert out.logits is not None and out.logits.shape[0] == n and out.logits.ndim == 2
-    assert torch.isfinite(out.logits).all()
-    assert torch.allclose(out.probs.sum(-1), torch.ones(n), atol=1e-5)
     for m, h in out.hidden.items():
         assert h.shape[:2] == out.masks[m].shape
-    loss = torch.nn.functional.cross_entropy(out.logits, batch["labels"])
+    if out.values is not None:  # regression models (ConflictNET): continuous outputs, no class scores
+        assert out.values.shape[0] == n and out.values.ndim == 2 and torch.isfinite(out.values).all()
+        loss = out.values.pow(2).mean()
+    else:
+        assert out.logits is not None and out.logits.shape[0] == n and out.logits.ndim == 2
+        assert torch.isfinite(out.logits).all()
+        assert torch.allclose(out.probs.sum(-1), torch.ones(n), atol=1e-5)
+        loss = torch.nn.functional.cross_entropy(out.logits, batch["labels"])
     # parameters only an auxiliary loss reaches (e.g. MGCMA's sigma branch) count through the extras
     sum((t.mean() for t in extra_tensors(out.extras)), loss).backward()
     trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
@@ -123,4 +129,8 @@ def test_rebuild_from_config(name, batch):
     rebuilt.eval()
     assert rebuilt.config == model.config
     batch = for_model(model, batch)
-    assert torch.allclose(rebuilt(batch).logits, model(batch).logits, atol=1e-5)
+    assert torch.allclose(_scores(rebuilt(batch)), _scores(model(batch)), atol=1e-5)
+
+
+def _scores(out):
+    return out.values if out.values is not None else out.logits

@@ -67,6 +67,9 @@ def test_logits_are_used_when_there_are_no_values_and_errors_are_clear():
         RegressionTask(Values(), loss="huber")
     with pytest.raises(ValueError, match="rescale_to"):
         RegressionTask(Values(), rescale_to=(1, 0))
+    with pytest.raises(ValueError, match="rescale_to"):
+        RegressionTask(Values(), rescale_to="test")
+    assert RegressionTask(Values(), rescale_to="train").rescale_to == "train"
     empty = RegressionTask(Values())(
         {"x": torch.ones(2, 1, requires_grad=True), "targets": torch.full((2,), float("nan"))}
     )

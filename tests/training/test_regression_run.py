@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 from emofuse.config import load_config
-from emofuse.data.manifest import Utterance, write_manifest
+from emofuse.data.manifest import Utterance, read_manifest, write_manifest
+from emofuse.metrics import regression_metrics
 from emofuse.models.base import EmotionModel, ModelOutput
 from emofuse.training import evaluate_run, run_experiment
 
@@ -76,7 +77,7 @@ def test_regress_stage_on_file_features(tmp_path, manifest):
         "data.batch_size=8",
         "encoders.files=[video]",
         f"model.name={NAME}",
-        "stages=[{name: train, task: regress, task_options: {loss: mse}}]",
+        "stages=[{name: train, task: regress, task_options: {loss: mse, rescale_to: train}}]",
         "optim.lr=0.05",
         "trainer.max_epochs=30",
         "trainer.monitor=val/pcc",
@@ -93,9 +94,16 @@ def test_regress_stage_on_file_features(tmp_path, manifest):
     md = (tmp_path / "run" / "results.md").read_text()
     assert "| Experiment | PCC | CCC | MAE | UAR | WAR |" in md
     pred_file = next((tmp_path / "run").glob("*/seed0/predictions.jsonl"))
-    row = json.loads(pred_file.read_text().splitlines()[0])
-    assert set(row) == {"id", "target", "pred"}
+    rows = [json.loads(line) for line in pred_file.read_text().splitlines()]
+    assert set(rows[0]) == {"id", "target", "pred"}
+    # thesis Ch.3: test predictions min-max rescaled to the training targets' range before binarising
+    train = [r.extra["valence"] for r in read_manifest(manifest) if r.split == "train"]
+    t, p = np.array([r["target"] for r in rows]), np.array([r["pred"] for r in rows])
+    ref = regression_metrics(t, p, rescale_to=(min(train), max(train)))
+    assert m["war"] == pytest.approx(ref["war"]) and m["uar"] == pytest.approx(ref["uar"])
+    assert m["pcc"] == pytest.approx(ref["pcc"], abs=1e-6)
     curves = next((tmp_path / "run").glob("*/seed0/curves.csv")).read_text()
     assert "val/pcc" in curves and "val/war" in curves
     again = evaluate_run(tmp_path / "run", manifest)
     assert again["runs"][0]["metrics"]["n"] == 48 and again["aggregate"]["pcc"]["mean"] > 0.9
+    assert again["runs"][0]["metrics"]["binarized"]["threshold"] == 0.0

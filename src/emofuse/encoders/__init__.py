@@ -47,6 +47,7 @@ _MODULES = (
     "emofuse.encoders.hf_speech",
     "emofuse.encoders.whisper",
     "emofuse.encoders.handcrafted",
+    "emofuse.encoders.waveform",
     "emofuse.encoders.utterance",
 )
 for _m in _MODULES:

@@ -17,6 +17,7 @@ for _m in (
     "emofuse.models.cm_roberta",
     "emofuse.models.tri_fusion",
     "emofuse.models.mgcma",
+    "emofuse.models.conflictnet",
 ):
     try:
         importlib.import_module(_m)

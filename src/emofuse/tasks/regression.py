@@ -39,8 +39,9 @@ class RegressionTask(Task):
         model: A model returning ``values`` ``(B, K)`` (or ``logits`` ``(B, K)``).
         loss: ``"mse"``, ``"pcc"`` (``1 − PCC``, ConflictNET), ``"ccc"`` (``1 − CCC``) or ``"mae"``.
         threshold: Binarisation threshold of the UAR / WAR the training engine reports.
-        rescale_to: ``(lo, hi)``: min-max rescale predictions to this range before binarising (thesis
-            Ch.3 post-processing; ``None``: off).
+        rescale_to: ``(lo, hi)``: min-max rescale test predictions to this range before binarising (thesis
+            Ch.3 post-processing); ``"train"``: to the range of the fold's training targets, as the thesis
+            (resolved by the runner; validation metrics are then not rescaled); ``None``: off.
 
     Returns from :meth:`forward`:
         ``{"loss", "preds" (B, K) detached, "targets" (B, K)}``.
@@ -55,16 +56,21 @@ class RegressionTask(Task):
         model: Any,
         loss: RegressionLoss = "mse",
         threshold: float = 0.0,
-        rescale_to: tuple[float, float] | list[float] | None = None,
+        rescale_to: tuple[float, float] | list[float] | str | None = None,
     ) -> None:
         super().__init__(model)
         if loss not in ("mse", "pcc", "ccc", "mae"):
             raise ValueError(f"loss must be 'mse', 'pcc', 'ccc' or 'mae', got {loss!r}")
-        if rescale_to is not None and (len(rescale_to) != 2 or float(rescale_to[0]) >= float(rescale_to[1])):
-            raise ValueError(f"rescale_to must be (lo, hi) with lo < hi, got {rescale_to!r}")
+        if rescale_to is not None and rescale_to != "train":
+            if isinstance(rescale_to, str) or len(rescale_to) != 2 or float(rescale_to[0]) >= float(rescale_to[1]):
+                raise ValueError(f"rescale_to must be (lo, hi) with lo < hi, or 'train', got {rescale_to!r}")
         self.loss_name = loss
         self.threshold = float(threshold)
-        self.rescale_to = None if rescale_to is None else (float(rescale_to[0]), float(rescale_to[1]))
+        self.rescale_to: tuple[float, float] | str | None = (
+            rescale_to
+            if rescale_to is None or isinstance(rescale_to, str)
+            else (float(rescale_to[0]), float(rescale_to[1]))
+        )
         self.config = {"loss": loss, "threshold": self.threshold, "rescale_to": self.rescale_to}
 
     def forward(self, batch: dict[str, Any]) -> dict[str, Tensor]:

@@ -33,6 +33,7 @@ __all__ = [
     "finished_runs",
     "predict",
     "predict_values",
+    "resolve_rescale",
     "score",
     "score_regression",
     "write_predictions",
@@ -150,6 +151,24 @@ def score_regression(
     return metrics
 
 
+def resolve_rescale(option: Any, train: Sequence[Utterance], target: str | None) -> tuple[float, float] | None:
+    """The ``rescale_to`` range of a regress stage: ``(lo, hi)`` as given, or ``"train"`` → the train targets' range.
+
+    Raises:
+        ValueError: ``"train"`` without a target or without any training target.
+    """
+    if option is None:
+        return None
+    if option != "train":
+        return float(option[0]), float(option[1])
+    from emofuse.pipeline.dataset import target_value
+
+    values = [v for r in train if target is not None and (v := target_value(r, target)) is not None]
+    if not values:
+        raise ValueError("rescale_to='train' needs training records with a target (data.target)")
+    return min(values), max(values)
+
+
 def write_regression_predictions(path: str | Path, predictions: Mapping[str, Any]) -> Path:
     """``predictions.jsonl`` of a regression run: ``{"id", "target", "pred"}`` (lists when K > 1)."""
     lines = []
@@ -263,7 +282,18 @@ def evaluate_run(
         if stage.task == "regress":
             values = predict_values(model, dataset, cfg.data, cfg.eval.batch_size, _device(cfg))
             opts = stage.task_options
-            metrics = score_regression(values, float(opts.get("threshold", 0.0)), opts.get("rescale_to"))
+            rescale = opts.get("rescale_to")
+            if rescale == "train":  # the training split of this run's fold, as at training time
+                from emofuse.training.rundir import resolve_folds
+
+                assert cfg.data.manifest is not None
+                own = read_manifest(cfg.data.manifest)
+                fold_of = {f.name: f for f in resolve_folds(cfg, own)}
+                by_id = {r.id: r for r in own}
+                rescale = resolve_rescale("train", [by_id[i] for i in fold_of[fold].train], cfg.data.target)
+            else:
+                rescale = resolve_rescale(rescale, [], cfg.data.target)
+            metrics = score_regression(values, float(opts.get("threshold", 0.0)), rescale)
         else:
             metrics = score(predict(model, dataset, cfg.data, cfg.eval.batch_size, _device(cfg)), classes)
         results.append({"fold": fold, "seed": seed, "checkpoint": str(ckpt), "metrics": metrics})

@@ -259,6 +259,7 @@ class TaskModule(L.LightningModule):
             return {}
         threshold = float(getattr(self.task, "threshold", 0.0))
         rescale = getattr(self.task, "rescale_to", None)
+        rescale = rescale if isinstance(rescale, tuple) else None  # "train" is resolved for the test split only
         per_target = []
         for k in range(preds.shape[-1]):
             keep = torch.isfinite(targets[:, k])

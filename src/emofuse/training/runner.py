@@ -57,6 +57,7 @@ from emofuse.training.datamodule import FoldDataModule
 from emofuse.training.evaluate import (
     predict,
     predict_values,
+    resolve_rescale,
     score,
     score_regression,
     write_predictions,
@@ -256,7 +257,9 @@ class _Run:
             if stages[-1].task == "regress":  # PCC / CCC / MAE + UAR / WAR of the binarised scores
                 values = predict_values(model, dataset, cfg.data, cfg.eval.batch_size, device)
                 opts = stages[-1].task_options
-                metrics = score_regression(values, float(opts.get("threshold", 0.0)), opts.get("rescale_to"))
+                train = [exp.by_id[i] for i in self.fold.train]
+                rescale = resolve_rescale(opts.get("rescale_to"), train, cfg.data.target)
+                metrics = score_regression(values, float(opts.get("threshold", 0.0)), rescale)
                 if cfg.eval.save_predictions:
                     write_regression_predictions(self.dir / "predictions.jsonl", values)
             else:

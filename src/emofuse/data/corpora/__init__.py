@@ -28,6 +28,7 @@ CORPORA: dict[str, tuple[str, str]] = {
     "emodb": ("emofuse.data.corpora.acted", "prepare_emodb"),
     "csv": ("emofuse.data.corpora.table", "prepare_csv"),
     "synthetic": ("emofuse.data.corpora.synthetic", "prepare_synthetic"),
+    "sspnet": ("emofuse.data.corpora.sspnet", "prepare_sspnet"),
 }
 
 _LOADED = False
