@@ -14,6 +14,8 @@ Key-padding masks are applied in every attention, so padding never changes the o
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -108,7 +110,8 @@ class CoAttentionStack(nn.Module):
             ``(B, T_a, d)`` B-aware A and ``(B, T_b, d)`` A-aware B; padded positions unspecified.
         """
         layers_b = self.layers_b if self.layers_b is not None else self.layers_a
-        for la, lb in zip(self.layers_a, layers_b, strict=True):
+        for layer_a, layer_b in zip(self.layers_a, layers_b, strict=True):
+            la, lb = cast(CoAttentionLayer, layer_a), cast(CoAttentionLayer, layer_b)
             a_sa, b_sa = la.self_part(a, mask_a), lb.self_part(b, mask_b)
             kv_a, kv_b = (a_sa, b_sa) if self.cross_kv == "self" else (a, b)
             a, b = la.cross_part(a_sa, kv_b, mask_b), lb.cross_part(b_sa, kv_a, mask_a)

@@ -93,7 +93,7 @@ def _disable_layerdrop(encoder: nn.Module) -> None:
     encoder's layer selection cannot take. SpecAugment-style time masking (``mask_time_prob``) stays as configured.
     """
     config = getattr(getattr(encoder, "model", None), "config", None)
-    if config is not None and getattr(config, "layerdrop", 0.0):
+    if config is not None and float(getattr(config, "layerdrop", 0.0) or 0.0) > 0:
         config.layerdrop = 0.0
 
 
@@ -208,7 +208,7 @@ class MGCMA(EmotionModel):
         meta = torch.get_default_device().type == "meta"
         encoders: dict[str, Any] = {}
         for m in _MODALITIES:
-            extra = {"freeze_feature_encoder": True} if m == "audio" and freeze_feature_encoder else {}
+            extra: dict[str, Any] = {"freeze_feature_encoder": True} if m == "audio" and freeze_feature_encoder else {}
             if meta:  # parameter counting (`emofuse models`): the named architecture, nothing read or initialised
                 enc = _architecture_only(names[m], layer=layers[m], **extra).freeze(freeze_encoders)
             else:
@@ -325,7 +325,7 @@ class MGCMAOptions(BaseModel):
 
     audio_encoder: str = "facebook/wav2vec2-base"
     text_encoder: str = "bert-base-uncased"
-    order: list[Literal["dam", "tam", "iam"]] = Field(default_factory=lambda: list(DEFAULT_ORDER))
+    order: list[Literal["dam", "tam", "iam"]] = ["dam", "tam", "iam"]  # pydantic copies mutable defaults
     num_classes: int = Field(default=4, ge=1)
     dim: int | None = Field(default=None, gt=0)
     num_heads: int = Field(default=12, gt=0)
