@@ -3,6 +3,7 @@
 from emofuse.tasks.base import Task, TaskError
 from emofuse.tasks.classification import ClassificationTask
 from emofuse.tasks.distillation import DistillationTask
+from emofuse.tasks.mgcma import MGCMATask
 from emofuse.tasks.regression import RegressionTask
 
-__all__ = ["ClassificationTask", "DistillationTask", "RegressionTask", "Task", "TaskError"]
+__all__ = ["ClassificationTask", "DistillationTask", "MGCMATask", "RegressionTask", "Task", "TaskError"]
