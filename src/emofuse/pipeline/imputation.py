@@ -23,6 +23,10 @@ from emofuse.layers.pooling import masked_mean
 __all__ = ["KNNImputer", "impute_inputs", "time_averages"]
 
 
+def _numpy(x: np.ndarray | Tensor) -> np.ndarray:
+    return np.asarray(x.detach().cpu().numpy() if isinstance(x, Tensor) else x, dtype=np.float64)
+
+
 class KNNImputer:
     """Nearest-neighbour imputation of missing modality vectors.
 
@@ -44,10 +48,7 @@ class KNNImputer:
 
     def fit(self, vectors: Mapping[str, np.ndarray | Tensor]) -> KNNImputer:
         """Store the training vectors: ``{modality: (N, d)}``, one row per training sample, every modality present."""
-        arrays = {
-            m: np.asarray(v.detach().cpu().numpy() if isinstance(v, Tensor) else v, dtype=np.float64)
-            for m, v in vectors.items()
-        }
+        arrays = {m: _numpy(v) for m, v in vectors.items()}
         sizes = {m: a.shape[0] for m, a in arrays.items()}
         if not arrays or len(set(sizes.values())) != 1 or any(a.ndim != 2 for a in arrays.values()):
             raise ValueError(f"fit needs (N, d) arrays with the same N for every modality, got sizes {sizes}")
@@ -83,16 +84,7 @@ class KNNImputer:
             raise KeyError(f"no training vectors for {unknown} (fitted on {sorted(self.train)})")
         if not names:
             raise ValueError("KNN imputation needs at least one available modality")
-        query = np.concatenate(
-            [
-                np.asarray(
-                    available[m].detach().cpu().numpy() if isinstance(available[m], Tensor) else available[m],
-                    dtype=np.float64,
-                )
-                for m in names
-            ],
-            axis=1,
-        )
+        query = np.concatenate([_numpy(available[m]) for m in names], axis=1)
         _, idx = self._neighbours(names).kneighbors(query)  # (n, K)
         return {m: self.train[m][idx].mean(axis=1) for m in missing}
 

@@ -137,13 +137,15 @@ def moddrop_variants(
     mods = tuple(modalities)
     if len(mods) < 2:
         raise ValueError(f"ModDrop needs at least two modalities, got {list(mods)}")
+    drops: list[tuple[str, ...]]
     if subsets == "single":
         drops = [(m,) for m in mods]
     elif subsets == "all":
         drops = [c for r in range(1, len(mods)) for c in itertools.combinations(mods, r)]
     else:
         raise ValueError(f"moddrop subsets must be 'single' or 'all', got {subsets!r}")
-    return ([()] if include_original else []) + drops
+    first: list[tuple[str, ...]] = [()] if include_original else []
+    return first + drops
 
 
 class ModDropDataset(Dataset[dict[str, Any]]):

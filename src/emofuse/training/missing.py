@@ -227,17 +227,17 @@ def evaluate_missing(
             train = components.dataset(cfg, stage, model, [by_id[i] for i in folds[fold_name].train], classes, "train")
             for kk in ks:
                 imputers[kk] = fit_imputer(model, train, cfg, kk, device)
-        for name, drop, how, kk in plan:
+        for name, drop, how, k_row in plan:
             if how == "none":
                 scored: EmotionModel = model
             elif how == "knn":
-                assert kk is not None
-                imputer, latent = imputers[kk]
+                assert k_row is not None
+                imputer, latent = imputers[k_row]
                 scored = _Transformed(model, _knn_transform(model, imputer, latent, drop))
             else:
                 scored = _Transformed(model, lambda b, d=drop, h=how: drop_modalities(b, d, h))  # type: ignore[misc]
             preds = predict(scored, dataset, cfg.data, cfg.eval.batch_size, device)
-            row = rows.setdefault(name, {"name": name, "drop": list(drop), "mode": how, "k": kk, "runs": []})
+            row = rows.setdefault(name, {"name": name, "drop": list(drop), "mode": how, "k": k_row, "runs": []})
             row["runs"].append(
                 {"fold": fold_name, "seed": seed, "checkpoint": str(ckpt), "metrics": score(preds, classes)}
             )
