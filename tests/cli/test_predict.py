@@ -19,6 +19,10 @@ from emofuse.testing.checkpoints import train_tiny_cmd
 runner = CliRunner()
 
 
+# every test here shares one tiny CMD training per session (a few seconds on a free CPU)
+pytestmark = pytest.mark.slow
+
+
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     return train_tiny_cmd(tmp_path_factory.getbasetemp() / "tiny-cmd")

@@ -33,6 +33,10 @@ pytest.importorskip("onnxruntime")
 runner = CliRunner()
 
 
+# every test here shares one tiny CMD training per session (a few seconds on a free CPU)
+pytestmark = pytest.mark.slow
+
+
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     return train_tiny_cmd(tmp_path_factory.getbasetemp() / "tiny-cmd")
@@ -119,7 +123,6 @@ def test_unexportable_models(tmp_path):
     assert not list(tmp_path.iterdir())
 
 
-@pytest.mark.slow
 def test_unimodal_audio_student(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -129,7 +132,6 @@ def test_unimodal_audio_student(tmp_path):
     assert verify_onnx(model, path, cases=((1, 0.7, 1), (3, 1.9, 1))) < 1e-4
 
 
-@pytest.mark.slow
 def test_export_command(run, tmp_path):
     out = tmp_path / "m.onnx"
     res = runner.invoke(app, ["export", str(run), "--onnx", str(out), "--json"])

@@ -17,6 +17,9 @@ from emofuse.models import create_model
 from emofuse.models.checkpoint import save_checkpoint
 from emofuse.testing.checkpoints import train_tiny_cmd
 
+# every test here shares one tiny CMD training per session (a few seconds on a free CPU)
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
@@ -170,7 +173,6 @@ def test_bad_input_is_a_clear_error(run, predictor, tmp_path, corpus):
         Predictor.from_checkpoint(run, window=1.0, hop=2.0)
 
 
-@pytest.mark.slow
 def test_no_lightning_on_the_predict_path(run, corpus):
     records, root = corpus
     code = (

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -47,7 +48,7 @@ def export(
     # the graph takes segment ids only when the tokenizer produces them
     types = "text" in predictor.modalities and "token_type_ids" in predictor.encoders["text"].preprocess(["a"])
     path = export_onnx(model, onnx, overwrite=overwrite, meta=meta, dynamo=dynamo, token_types=types)
-    doc = {
+    doc: dict[str, Any] = {
         "onnx": str(path),
         "checkpoint": str(predictor.checkpoint),
         "inputs": OnnxStudent(model, types).input_names,

@@ -89,13 +89,15 @@ class _SpeechEmbedding(nn.Module):
         source = cast(Any, embedding).module  # SpeechInputEmbedding
         self.layers = cast(nn.ModuleList, source.feature_extractor.conv_layers)
         self.projection = source.feature_projection
-        self.geometry = [(int(layer.conv.kernel_size[0]), int(layer.conv.stride[0])) for layer in self.layers]
+        convs = [cast(nn.Conv1d, cast(Any, layer).conv) for layer in self.layers]
+        self.geometry = [(int(c.kernel_size[0]), int(c.stride[0])) for c in convs]
 
     def forward(self, wav: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
         """``(B, S)`` samples and ``(B,)`` valid lengths → ``(B, T, D)`` and the frame mask ``(B, T)``."""
         h = wav[:, None]  # (B, 1, S)
         n = lengths.long()
-        for layer, (k, s) in zip(self.layers, self.geometry, strict=True):
+        for module, (k, s) in zip(self.layers, self.geometry, strict=True):
+            layer = cast(Any, module)
             n = (torch.div(n - k, s, rounding_mode="floor") + 1).clamp_min(0)
             norm = getattr(layer, "layer_norm", None)
             if isinstance(norm, nn.GroupNorm):
