@@ -1,5 +1,6 @@
 """`emofuse report` on hand-made run folders (hand-computed metrics, no training) and its one-line errors."""
 
+import base64
 import json
 import statistics
 from fractions import Fraction
@@ -31,7 +32,8 @@ def _run(path, name, classes, preds, curves=True):
         (d / "env.json").write_text(json.dumps({"encoders": PROV, "versions": {"torch": "2.13.0"}}))
         if curves:
             rows = ["stage,epoch,lr,train/loss,val/loss,val/macro_f1,val/ua"]
-            rows += [f"train,{e},0.001,{1.0 / (e + 1)},{1.2 / (e + 1)},{0.2 * e},{0.25 * e}" for e in range(3)]
+            rows += [f"distill,{e},0.001,{30.0 / (e + 1)},{32.0 / (e + 1)},," for e in range(2)]
+            rows += [f"finetune,{e},0.001,{1.0 / (e + 1)},{1.2 / (e + 1)},{0.2 * e},{0.25 * e}" for e in range(3)]
             (d / "curves.csv").write_text("\n".join(rows) + "\n")
         runs.append({"fold": "fold1", "seed": seed, "metrics": m})
     doc = {
@@ -96,6 +98,9 @@ def test_report_two_runs_side_by_side(tmp_path):
     page.feed((out / "report.html").read_text())
     assert page.h2 == [h for _, h in SECTIONS]
     assert len(page.imgs) == 4 and all(s.startswith("data:image/png;base64,") for s in page.imgs)  # 1 curves figure
+    curves = base64.b64decode(page.imgs[3].split(",", 1)[1])
+    assert curves[:8] == b"\x89PNG\r\n\x1a\n"
+    assert int.from_bytes(curves[16:20], "big") == 1310  # 3 panels of 4.2 in + 0.5 in at 100 dpi: 2 stages + metrics
 
 
 def _one_line_error(res, phrase):

@@ -6,9 +6,10 @@ and writes into ``out_dir``:
 * ``report.html``: a single page with every figure inline (base64 PNG), no external resources, all text escaped;
 * ``report.md``: the same tables, with the figures as files in ``report_figures/``.
 
-Sections (:data:`SECTIONS`, in this order): the runs compared; the paper-style results (Kim & Kang 2022
-Tables 2–4: MulT per-class F1 and its macro average, then WA / UA / weighted F1 / macro F1, each as
-mean (std, ``ddof = 1``) over folds × seeds, one row per run folder, and per fold when there are several);
+Sections (:data:`SECTIONS`, in this order): the runs compared; the paper-style results (the CMD tables, spec
+``cmd.md`` §6, as in ``results.md``: MulT per-class F1 and its macro average, then WA / UA / weighted F1 /
+macro F1, each as mean (std, ``ddof = 1``) over folds × seeds, one row per run folder, and per fold when there
+are several);
 confusion matrices summed over runs (row-normalised view); per-class F1 bars; box plots of the test macro F1
 over seeds / folds (Fig. 6/7); training curves; encoder provenance (RANDOM and stand-in weights flagged at the
 top of the page too); and, for CMD runs analysed with ``emofuse analyze RUN_DIR --out RUN_DIR/analysis``,
@@ -93,11 +94,12 @@ def _html_table(header: Sequence[str], rows: Sequence[Sequence[str]], raw: bool 
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def _md_table_rows(md: str) -> tuple[list[str], list[list[str]]]:
-    """Header and rows of a Markdown table made by :func:`~emofuse.metrics.tables.markdown_table`-style code."""
-    lines = [ln.strip() for ln in md.strip().splitlines() if ln.strip().startswith("|")]
+def _dominance_rows(summary: Mapping[str, Any], data: str) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of :func:`~emofuse.evaluation.analysis.dominance_table_markdown` (Table 6) for ``data``."""
+    placeholder = "DATA"  # the table's own cells hold no "|"; the name goes in after the split
+    lines = [ln.strip() for ln in dominance_table_markdown(summary, placeholder).splitlines() if ln.startswith("|")]
     cells = [[c.strip() for c in ln.strip("|").split("|")] for ln in lines]
-    return cells[0], [c for c in cells[2:]]
+    return cells[0], [[data if c == placeholder else c for c in row] for row in cells[2:]]
 
 
 # -------------------------------------------------------------------------------------------- content
@@ -337,7 +339,7 @@ def _md_dominance(exps: Sequence[ExperimentRuns]) -> list[str]:
             if a.dominance is None or "summary" not in a.dominance:
                 continue
             out += [f"**{_md(_analysis_source(exp, a.where, a.dominance))}**", ""]
-            out += _md_tables(*_md_table_rows(dominance_table_markdown(a.dominance["summary"], exp.name))) + [""]
+            out += _md_tables(*_dominance_rows(a.dominance["summary"], exp.name)) + [""]
     return out or [_NO_ANALYSIS, ""]
 
 
@@ -447,7 +449,7 @@ def _html_section(anchor: str, exps: Sequence[ExperimentRuns], figs: Mapping[str
                 if a.dominance is None or "summary" not in a.dominance:
                     continue
                 out.append(f"<h3>{_h(_analysis_source(exp, a.where, a.dominance))}</h3>")
-                out.append(_html_table(*_md_table_rows(dominance_table_markdown(a.dominance["summary"], exp.name))))
+                out.append(_html_table(*_dominance_rows(a.dominance["summary"], exp.name)))
         out = out or [f'<p class="note">{_h(_NO_ANALYSIS)}</p>']
     elif anchor == "tokens":
         for exp in exps:

@@ -147,7 +147,8 @@ def _analyses(path: Path) -> list[Analysis]:
         dom, tok = (folder / ANALYSIS_FILES[0]), (folder / ANALYSIS_FILES[1])
         docs = {f: _read_json(f) if f.is_file() else None for f in (dom, tok)}
         for f, key in ((dom, "summary"), (tok, "items")):
-            if docs[f] is not None and not (isinstance(docs[f], Mapping) and key in docs[f]):
+            doc = docs[f]
+            if doc is not None and not (isinstance(doc, Mapping) and key in doc):
                 raise ReportError(f"{f} is not an 'emofuse analyze' output (no {key!r})")
         out.append(Analysis(where=folder.relative_to(path).as_posix(), dominance=docs[dom], tokens=docs[tok]))
     return out
