@@ -38,6 +38,7 @@ def test_config_builds_its_model(path):
     )  # header names the row and the thesis numbers
     assert cfg.seeds == list(range(1, 11)) and cfg.data.protocol_options["k"] == 5
     assert cfg.optim.name == "adam" and cfg.optim.lr == 1e-3 and cfg.optim.scheduler == "plateau"
+    assert cfg.optim.plateau_monitor == "val/loss"
     assert cfg.trainer.monitor == "val/wa" and cfg.trainer.early_stopping_patience == 10
     model = create_model(cfg.model.name, **{"num_classes": 7, **cfg.model.options})
     stem = path.stem.split("-")

@@ -143,6 +143,8 @@ class OptimConfig(_Section):
         min_lr: ``warmup_cosine``: learning rate at the last epoch.
         plateau_factor: ``plateau``: factor applied when the monitored value stops improving.
         plateau_patience: ``plateau``: epochs without improvement before reducing.
+        plateau_monitor: ``plateau``: value the scheduler watches (``None``: ``trainer.monitor``; the Rajan
+            thesis reduces on ``val/loss`` while early stopping watches ``val/wa``).
         betas: Adam / AdamW betas.
     """
 
@@ -156,6 +158,7 @@ class OptimConfig(_Section):
     min_lr: float = Field(default=0.0, ge=0)
     plateau_factor: float = Field(default=0.1, gt=0, lt=1)
     plateau_patience: int = Field(default=2, ge=0)
+    plateau_monitor: str | None = None
     betas: tuple[float, float] = (0.9, 0.999)
 
 

@@ -98,11 +98,16 @@ def build_scheduler(
     if optim.scheduler == "none":
         return None
     if optim.scheduler == "plateau":
-        direction: Literal["min", "max"] = "min" if resolve_mode(monitor, mode) == "min" else "max"
+        watch, watch_mode = monitor, mode
+        if optim.plateau_monitor is not None:  # its own value (e.g. val/loss while stopping on val/wa)
+            watch, watch_mode = optim.plateau_monitor, "auto"
+            if monitor.startswith("train/") and watch.startswith("val/"):  # no validation split
+                watch = "train/" + watch.removeprefix("val/")
+        direction: Literal["min", "max"] = "min" if resolve_mode(watch, watch_mode) == "min" else "max"
         sched: Any = torch.optim.lr_scheduler.ReduceLROnPlateau(
             optimizer, mode=direction, factor=optim.plateau_factor, patience=optim.plateau_patience
         )
-        return {"scheduler": sched, "interval": "epoch", "monitor": monitor, "strict": True}
+        return {"scheduler": sched, "interval": "epoch", "monitor": watch, "strict": True}
     if optim.scheduler == "inverse_time":
         decay = optim.decay
         step_sched = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda k: 1.0 / (1.0 + decay * k))
