@@ -222,3 +222,25 @@ def test_paper_size_parameter_counts_on_meta():
     assert counts["head"] == (2 * d * d + d) + (d * 4 + 4) == 1_183_492
     assert counts["audio_encoder"] == 94_371_712 and counts["text_encoder"] == 108_891_648  # no BERT pooler
     assert model.dim == d and model.num_parameters() == sum(counts.values())
+
+
+def test_ctc_finetuned_checkpoint_variant_loads_into_the_encoder(tmp_path):
+    """Spec A1 variant: facebook/wav2vec2-base-960h is registered; a CTC checkpoint loads without its head."""
+    import transformers
+
+    from emofuse.encoders import get_encoder_spec
+    from emofuse.encoders.hf_speech import speech_config
+
+    assert get_encoder_spec("facebook/wav2vec2-base-960h").modality == "audio"
+    config = speech_config("tiny-wav2vec2")
+    config.vocab_size = 12
+    torch.manual_seed(0)
+    ctc = transformers.Wav2Vec2ForCTC(config)
+    ctc.save_pretrained(tmp_path)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        enc = create_encoder("facebook/wav2vec2-base-960h", weights_dir=tmp_path)
+    assert not [w for w in caught if "randomly initialised" in str(w.message)]  # every encoder weight loaded
+    loaded, saved = enc.model.feature_projection.projection.weight, ctc.wav2vec2.feature_projection.projection.weight
+    assert torch.equal(loaded, saved)
+    assert enc.provenance.resolved == "local" and enc.provenance.stand_in  # tiny dims: flagged, not the paper's

@@ -5,6 +5,8 @@ checkpoints' architecture, 94.4M parameters); weights resolve from a local folde
 
 * ``facebook/wav2vec2-base`` (``Wav2Vec2Model``), ``facebook/hubert-base-ls960`` (``HubertModel``),
   ``microsoft/wavlm-base`` (``WavLMModel``): 12 layers, 768-d, 50 frames/s.
+* ``facebook/wav2vec2-base-960h``: the same architecture, CTC-fine-tuned on LibriSpeech 960 h (its CTC head is not
+  loaded); MGCMA's checkpoint variant (specs/mgcma.md A1).
 * ``tiny-wav2vec2``: TEST ONLY, 2 layers, 32-d, 32-channel CNN with the real kernels and strides; random (seed 0).
 
 No packaged stand-in: PyPI has no wav2vec 2.0, HuBERT or WavLM weights, and the one packaged pretrained
@@ -70,6 +72,7 @@ _TINY = dict(
 )
 _ARCHS: dict[str, _SpeechArch] = {
     "facebook/wav2vec2-base": _SpeechArch("wav2vec2", {}),
+    "facebook/wav2vec2-base-960h": _SpeechArch("wav2vec2", {}),
     "facebook/hubert-base-ls960": _SpeechArch("hubert", {}),
     "microsoft/wavlm-base": _SpeechArch("wavlm", {}),
     "tiny-wav2vec2": _SpeechArch("wav2vec2", _TINY, tiny=True),
