@@ -16,7 +16,7 @@ from emofuse.pipeline.missing import ModDropDataset, drop_modalities
 from emofuse.training import run_experiment
 from emofuse.training.components import Components
 from emofuse.training.evaluate import predict, score
-from emofuse.training.missing import all_conditions, evaluate_missing, fit_imputer, missing_markdown
+from emofuse.training.missing import all_conditions, compare_missing, evaluate_missing, fit_imputer, missing_markdown
 
 CLASSES = ("neutral", "happy", "sad")
 DIMS = {"text": (5, 6), "video": (3, 5), "audio": (7, 4)}  # (frames, dim)
@@ -205,3 +205,27 @@ def test_moddrop_dataset_wraps_multimodal_dataset():
     assert len(ds) == 12 and batch["labels"].tolist() == [0, 1, 2] * 4
     assert batch["present"]["video"].tolist() == [True] * 6 + [False] * 3 + [True] * 3
     assert not batch["features"]["video_mask"][6:9].any() and batch["features"]["video_mask"][:6].all()
+
+
+def test_compare_missing_puts_runs_side_by_side():
+    def doc(rows):
+        return {
+            "modalities": ["text", "video", "audio"],
+            "conditions": [
+                {
+                    "drop": d,
+                    "k": k,
+                    "aggregate": {"ua": {"mean": ua, "std": 0.01}, "wa": {"mean": ua + 0.1, "std": 0.02}},
+                }
+                for d, k, ua in rows
+            ],
+        }
+
+    a = doc([([], None, 0.5), (["audio"], None, 0.4)])
+    b = doc([([], None, 0.55), (["audio"], None, 0.5), (["video", "text"], None, 0.3)])
+    md = compare_missing({"Intra": a, "Intra+ModDrop": b})
+    lines = md.splitlines()
+    assert lines[0] == "| Text | Video | Audio | K | Intra UA | Intra WA | Intra+ModDrop UA | Intra+ModDrop WA |"
+    assert lines[2] == "| ● | ● | ● | – | 0.500 (0.010) | 0.600 (0.020) | 0.550 (0.010) | 0.650 (0.020) |"
+    assert lines[3] == "| ● | ● | ○ | – | 0.400 (0.010) | 0.500 (0.020) | 0.500 (0.010) | 0.600 (0.020) |"
+    assert lines[4] == "| ○ | ○ | ● | – | – | – | 0.300 (0.010) | 0.400 (0.020) |"

@@ -40,7 +40,14 @@ from emofuse.training.evaluate import _to, finished_runs, predict, score
 from emofuse.training.rundir import resolve_classes, resolve_folds
 from emofuse.utils.io import atomic_write, atomic_write_json
 
-__all__ = ["MISSING_MODES", "all_conditions", "evaluate_missing", "missing_markdown", "supports_latent_imputation"]
+__all__ = [
+    "MISSING_MODES",
+    "all_conditions",
+    "compare_missing",
+    "evaluate_missing",
+    "missing_markdown",
+    "supports_latent_imputation",
+]
 
 logger = logging.getLogger(__name__)
 MISSING_MODES = ("zero", "absent", "knn")
@@ -291,4 +298,41 @@ def missing_markdown(doc: dict[str, Any], digits: int = 3) -> str:
         "balanced one WA).",
         "",
     ]
+    return "\n".join(lines)
+
+
+def compare_missing(docs: dict[str, dict[str, Any]], metrics: Sequence[str] = ("ua", "wa"), digits: int = 3) -> str:
+    """Several runs' missing-modality rows side by side (Table 4.4: Intra vs Intra-orig; Figs. 4.4-4.5: ModDrop).
+
+    Args:
+        docs: ``{column label: evaluate_missing document}`` (e.g. ``{"Intra": a, "Intra+ModDrop": b}``); rows are
+            matched by the set of dropped modalities (and K), so the documents may use different modes.
+        metrics: Metric keys per column (default UA then WA: the thesis' "WA" then "UWA").
+        digits: Decimals.
+
+    Returns:
+        Markdown with one row per dropped-modality set (● present / ○ missing) and ``len(docs) * len(metrics)``
+        value columns; ``–`` where a document has no such row.
+    """
+    if not docs:
+        raise ValueError("compare_missing needs at least one document")
+    mods = list(next(iter(docs.values())).get("modalities", []))
+    keys: list[tuple[tuple[str, ...], Any]] = []
+    for doc in docs.values():
+        for row in doc.get("conditions", []):
+            key = (tuple(sorted(row["drop"])), row.get("k"))
+            if key not in keys:
+                keys.append(key)
+    header = [m.capitalize() for m in mods] + ["K"] + [f"{label} {m.upper()}" for label in docs for m in metrics]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    for drop, k in keys:
+        cells = ["○" if m in drop else "●" for m in mods] + [str(k) if k else "–"]
+        for doc in docs.values():
+            row = next(
+                (r for r in doc.get("conditions", []) if (tuple(sorted(r["drop"])), r.get("k")) == (drop, k)), None
+            )
+            agg = row.get("aggregate", {}) if row is not None else {}
+            cells += [_cell(agg, m, digits) for m in metrics]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "UA = mean per-class recall (the thesis' WA); WA = overall accuracy (the thesis' UWA).", ""]
     return "\n".join(lines)
