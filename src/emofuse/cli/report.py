@@ -13,7 +13,9 @@ __all__ = ["report"]
 
 @handle_errors
 def report(
-    run_dirs: list[Path] = typer.Argument(..., help="Run folders written by 'emofuse train' (same label set)."),
+    run_dirs: list[Path] = typer.Argument(
+        ..., metavar="RUN_DIR", help="Run folders written by 'emofuse train' (same label set)."
+    ),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for report.md, report_figures/ and report.html."),
     title: str | None = typer.Option(None, "--title", help="Page title (default: the experiment names)."),
     overwrite: bool = typer.Option(

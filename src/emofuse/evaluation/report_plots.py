@@ -85,7 +85,7 @@ def per_class_f1_figure(exps: Sequence[ExperimentRuns], key: str = "per_class_f1
     """Grouped bars: per class, each experiment's mean F1 over its runs (error bars: std, ``ddof = 1``)."""
     classes = exps[0].classes
     k, n = len(classes), len(exps)
-    fig = Figure(figsize=(max(6.0, 1.1 * k * max(1, n) / 2 + 3), 3.8), layout="constrained")
+    fig = Figure(figsize=(min(16.0, max(6.0, 0.55 * k * n + 3)), 3.8), layout="constrained")
     ax = fig.subplots()
     width = 0.8 / n
     x = np.arange(k)
@@ -98,7 +98,7 @@ def per_class_f1_figure(exps: Sequence[ExperimentRuns], key: str = "per_class_f1
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("F1 (mean ± std over runs)")
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=8, loc="upper right")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))  # outside: bars stay visible
     return png_bytes(fig)
 
 
