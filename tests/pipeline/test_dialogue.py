@@ -290,3 +290,30 @@ def test_form_dialogues_from_consecutive_utterances_of_one_speaker():
     assert all(len({r.speaker for r in d.records}) == 1 for d in dias)
     with pytest.raises(ValueError, match="size"):
         form_dialogues(recs, size=0)
+
+
+def test_iemocap_dialogues_follow_the_time_order(tmp_path):
+    """IEMOCAP manifests (dialogue = dialog name, turn = rank by start time) batch the same way as MELD."""
+    import importlib.util
+
+    from emofuse.data.corpora.iemocap import prepare_iemocap
+
+    path = Path(__file__).resolve().parents[1] / "data" / "corpora" / "test_iemocap.py"
+    spec = importlib.util.spec_from_file_location("_iemocap_miniature", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # the miniature release writer of the recipe's tests
+    root = module.write_iemocap(tmp_path / "IEMOCAP_full_release")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        recs = prepare_iemocap(root, progress=False).records
+    dias = group_dialogues(recs[::-1])
+    assert {d.id for d in dias} == {r.dialogue for r in recs} and sum(len(d) for d in dias) == len(recs)
+    for d in dias:
+        starts = [r.extra["dialog_start"] for r in d.records]
+        assert starts == sorted(starts)
+    impro = next(d for d in dias if d.id == "Ses01F_impro01")
+    # 6.29 s, 10.0 s, 12.0 s; M001 (8.5 s, frustration) is not in the 4-class set, so turn 1 is a gap
+    assert [(r.id[-4:], r.turn) for r in impro.records][:3] == [("F000", 0), ("M000", 2), ("F001", 3)]
+    ds = DialogueDataset(recs, sorted({r.label for r in recs}), stores(recs))
+    batch = ds.collate([ds[i] for i in range(len(ds))])
+    assert sorted(batch["ids"]) == sorted(r.id for r in recs) and batch["labels"].min() >= 0
