@@ -1,11 +1,11 @@
-# emofuse: `make demo` sets everything up and runs the demo; `make test` runs the test suite.
+# emofuse: `make demo` sets everything up and runs `emofuse quickstart`; `make test` runs the test suite.
 comma  := ,
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 EXTRAS ?= all
 STAMP  := $(VENV)/.emofuse-installed-$(subst $(comma),-,$(EXTRAS))
-DEMO_DIR ?= .emofuse-cache/synthetic
+DEMO_DIR ?= .emofuse-cache/quickstart
 
 .PHONY: setup demo test lint clean
 
@@ -19,8 +19,7 @@ setup: $(STAMP)
 
 demo: setup
 	$(BIN)/emofuse doctor
-	$(BIN)/emofuse prepare synthetic $(DEMO_DIR)
-	$(BIN)/emofuse folds $(DEMO_DIR)/manifest.jsonl --protocol speaker-out
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/emofuse quickstart --out $(DEMO_DIR)
 
 test: setup
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest -q

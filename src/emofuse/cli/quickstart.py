@@ -120,4 +120,5 @@ def quickstart(
         f"CMD checkpoint: {result.checkpoint}\n"
         f"took {result.seconds['total']:.0f} s" + (f" (reused from cache: {', '.join(reused)})" if reused else ""),
         highlight=False,
+        soft_wrap=True,
     )
