@@ -19,6 +19,9 @@ TINY = {
     "probe": dict(input_dim=12),
     "conflictnet": dict(window=8000, filters=(4, 8, 8), lstm_sizes=(8, 4)),
     "paranet": dict(window=8000, filters=(4, 8, 8), lstm_sizes=(8, 4)),
+    "sew": dict(weak_dim=8, strong_dim=12, weak_hidden=(6,), strong_hidden=(10,), latent=4, regressor_hidden=5),
+    "seqsew": dict(weak_dim=8, strong_dim=12, dim=8, ffn_dim=16, head_hidden=8, decoder_units=6),
+    "seqsew_unimodal": dict(modality="audio", input_dim=8, dim=8, ffn_dim=16, head_hidden=8),
     "cm_roberta": dict(audio_dim=8, text_dim=12, hidden=8, num_heads=2, ffn_dim=16, head_hidden=8),
     "mgcma": dict(audio_encoder="tiny-wav2vec2", text_encoder="tiny-bert", num_heads=2, tam_layers=2),
     "tri_fusion": dict(

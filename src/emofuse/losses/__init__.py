@@ -23,6 +23,7 @@ from emofuse.losses.classification import (
     prob_average_ce_from_logits,
 )
 from emofuse.losses.contrastive import NTXentLoss, nt_xent, nt_xent_flat, nt_xent_per_step
+from emofuse.losses.dcca import dcca_correlation, dcca_loss
 
 __all__ = [
     "IGNORE_INDEX",
@@ -32,6 +33,8 @@ __all__ = [
     "ProbAverageCELoss",
     "concordance_loss",
     "cross_entropy",
+    "dcca_correlation",
+    "dcca_loss",
     "distribution_contrastive_loss",
     "instance_contrastive_loss",
     "nt_xent",

@@ -18,6 +18,7 @@ for _m in (
     "emofuse.models.tri_fusion",
     "emofuse.models.mgcma",
     "emofuse.models.conflictnet",
+    "emofuse.models.sew",
 ):
     try:
         importlib.import_module(_m)

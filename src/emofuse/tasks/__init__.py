@@ -5,5 +5,15 @@ from emofuse.tasks.classification import ClassificationTask
 from emofuse.tasks.distillation import DistillationTask
 from emofuse.tasks.mgcma import MGCMATask
 from emofuse.tasks.regression import RegressionTask
+from emofuse.tasks.sew import SeqSEWTask, SEWTask
 
-__all__ = ["ClassificationTask", "DistillationTask", "MGCMATask", "RegressionTask", "Task", "TaskError"]
+__all__ = [
+    "ClassificationTask",
+    "DistillationTask",
+    "MGCMATask",
+    "RegressionTask",
+    "SEWTask",
+    "SeqSEWTask",
+    "Task",
+    "TaskError",
+]

@@ -25,9 +25,13 @@ import torch
 from torch import Tensor
 
 from emofuse.losses.classification import concordance_loss, pcc_loss
+from emofuse.models.base import ModelOutput
 from emofuse.tasks.base import Task, TaskError
 
-__all__ = ["RegressionTask"]
+__all__ = ["REGRESSION_TASKS", "RegressionTask"]
+
+#: Stage task names whose runs are scored as regression (PCC / CCC / MAE / UAR / WAR).
+REGRESSION_TASKS = ("regress", "sew", "seqsew")
 
 RegressionLoss = Literal["mse", "pcc", "ccc", "mae"]
 
@@ -82,6 +86,11 @@ class RegressionTask(Task):
         Returns:
             ``{"loss": scalar, "preds": (B, K), "targets": (B, K)}``.
         """
+        out, preds, targets = self.predict_targets(batch)
+        return {"loss": self.prediction_loss(preds, targets), "preds": preds.detach(), "targets": targets}
+
+    def predict_targets(self, batch: dict[str, Any]) -> tuple[ModelOutput, Tensor, Tensor]:
+        """Run the model; returns its output, predictions ``(B, K)`` and targets ``(B, K)``."""
         targets = self.require(batch, "targets", "continuous targets (set data.target in the config)")
         out = self.model(batch)
         preds = out.values if out.values is not None else out.logits
@@ -94,17 +103,18 @@ class RegressionTask(Task):
             targets = targets[:, None]
         if targets.shape != preds.shape:
             raise TaskError(f"targets {tuple(targets.shape)} do not match predictions {tuple(preds.shape)}")
+        return out, preds, targets
+
+    def prediction_loss(self, preds: Tensor, targets: Tensor) -> Tensor:
+        """The configured loss over the rows with a finite target (0 with a valid graph when there is none)."""
         keep = torch.isfinite(targets).all(-1)  # (B,)
         if not bool(keep.any()):
-            loss = preds.sum() * 0.0  # a batch without targets: no signal, but a valid graph
-        else:
-            p, t = preds[keep], targets[keep]
-            if self.loss_name == "mse":
-                loss = torch.nn.functional.mse_loss(p, t)
-            elif self.loss_name == "mae":
-                loss = torch.nn.functional.l1_loss(p, t)
-            elif self.loss_name == "pcc":
-                loss = pcc_loss(p, t)
-            else:
-                loss = concordance_loss(p, t)
-        return {"loss": loss, "preds": preds.detach(), "targets": targets}
+            return preds.sum() * 0.0  # a batch without targets: no signal, but a valid graph
+        p, t = preds[keep], targets[keep]
+        if self.loss_name == "mse":
+            return torch.nn.functional.mse_loss(p, t)
+        if self.loss_name == "mae":
+            return torch.nn.functional.l1_loss(p, t)
+        if self.loss_name == "pcc":
+            return pcc_loss(p, t)
+        return concordance_loss(p, t)

@@ -101,7 +101,9 @@ class DefaultComponents(Components):
     # ---------------------------------------------------------------------------------- model
 
     def model(self, cfg: ExperimentConfig, stage: StageConfig, classes: Sequence[str]) -> EmotionModel:  # noqa: D102
-        base = {"num_classes": len(classes)} if classes and stage.task != "regress" else {}
+        from emofuse.tasks.regression import REGRESSION_TASKS
+
+        base = {"num_classes": len(classes)} if classes and stage.task not in REGRESSION_TASKS else {}
         options = {**base, **cfg.model.options, **stage.model}
         for m in _MODALITIES:  # `<m>_dim: null` in a config: the feature size of the configured encoder
             if f"{m}_dim" in options and options[f"{m}_dim"] is None and getattr(cfg.encoders, m):
@@ -289,12 +291,17 @@ class DefaultComponents(Components):
             from emofuse.tasks.regression import RegressionTask
 
             return RegressionTask(model, **options)
+        if stage.task in ("sew", "seqsew"):
+            from emofuse.tasks.sew import SeqSEWTask, SEWTask
+
+            return (SEWTask if stage.task == "sew" else SeqSEWTask)(model, **options)
         if stage.task == "mgcma":
             from emofuse.tasks.mgcma import MGCMATask
 
             return MGCMATask(model, **options)
         raise ValueError(
-            f"stage {stage.name!r}: unknown task {stage.task!r}; use distill, classify, finetune, regress or mgcma"
+            f"stage {stage.name!r}: unknown task {stage.task!r}; "
+            "use distill, classify, finetune, regress, sew, seqsew or mgcma"
         )
 
     def provenance(self) -> dict[str, Any]:  # noqa: D102

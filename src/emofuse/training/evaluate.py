@@ -257,7 +257,9 @@ def evaluate_run(
     if not runs:
         raise FileNotFoundError(f"{run_dir} has no finished runs (no <fold>/seed<k>/DONE); train first")
     stage = cfg.resolved_stages()[-1]
-    regress = stage.task == "regress"
+    from emofuse.tasks.regression import REGRESSION_TASKS
+
+    regress = stage.task in REGRESSION_TASKS
     records: list[Utterance] = [r for r in read_manifest(manifest) if regress or r.label is not None]
     records = select_text(records, cfg.data.text_field, manifest)
     if not records:
@@ -279,7 +281,7 @@ def evaluate_run(
         if missing:
             logger.warning("%s has no utterances of classes %s (model classes: %s)", manifest, missing, classes)
         dataset = components.dataset(cfg, stage, model, records, classes, "test")
-        if stage.task == "regress":
+        if regress:
             values = predict_values(model, dataset, cfg.data, cfg.eval.batch_size, _device(cfg))
             opts = stage.task_options
             rescale = opts.get("rescale_to")

@@ -44,6 +44,7 @@ from emofuse.config.schema import ExperimentConfig, StageConfig
 from emofuse.data.manifest import Utterance, read_manifest
 from emofuse.data.protocols import Fold
 from emofuse.models.checkpoint import find_checkpoint, load_checkpoint, load_weights
+from emofuse.tasks.regression import REGRESSION_TASKS
 from emofuse.training.callbacks import (
     CrashResume,
     SafetensorsCheckpoint,
@@ -254,7 +255,7 @@ class _Run:
             dataset = exp.components.dataset(cfg, stages[-1], model, test, exp.classes, "test")
             accel = cfg.trainer.accelerator
             device = "cuda" if accel in ("gpu", "cuda", "auto") and torch.cuda.is_available() else "cpu"
-            if stages[-1].task == "regress":  # PCC / CCC / MAE + UAR / WAR of the binarised scores
+            if stages[-1].task in REGRESSION_TASKS:  # PCC / CCC / MAE + UAR / WAR of the binarised scores
                 values = predict_values(model, dataset, cfg.data, cfg.eval.batch_size, device)
                 opts = stages[-1].task_options
                 train = [exp.by_id[i] for i in self.fold.train]

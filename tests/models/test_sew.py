@@ -1,0 +1,128 @@
+"""SEW / SeqSEW models and tasks (Rajan thesis Ch. 5): unimodal testing, freezing, losses by hand, learning."""
+
+import pytest
+import torch
+from torch.nn import functional as F
+
+from emofuse.layers.pooling import masked_mean
+from emofuse.losses.dcca import dcca_correlation
+from emofuse.models import create_model
+from emofuse.models.sew import SEW, SeqSEW, mlp
+from emofuse.tasks import SeqSEWTask, SEWTask, TaskError
+
+
+def _batch(b=6, t_w=5, t_s=5, d_w=8, d_s=12, seed=0, aligned=True):
+    g = torch.Generator().manual_seed(seed)
+    mask_w = torch.arange(t_w)[None] < torch.randint(2, t_w + 1, (b,), generator=g)[:, None]
+    mask_s = mask_w.clone() if aligned else torch.ones(b, t_s, dtype=torch.bool)
+    feats = {
+        "audio": torch.randn(b, t_w, d_w, generator=g),
+        "audio_mask": mask_w,
+        "text": torch.randn(b, t_s, d_s, generator=g),
+        "text_mask": mask_s,
+    }
+    return {"features": feats, "targets": torch.rand(b, generator=g) * 2 - 1}
+
+
+def test_sew_layout_matches_the_thesis_table():
+    enc = mlp([632, 512, 256, 128])
+    assert [type(m).__name__ for m in enc] == ["Linear", "Tanh", "Linear", "Tanh", "Linear"]
+    m = SEW(weak="video", strong="audio", weak_dim=632, strong_dim=88, weak_hidden=(512, 256), strong_hidden=(108,))
+    assert [lay.out_features for lay in m.weak_encoder if isinstance(lay, torch.nn.Linear)] == [512, 256, 128]
+    assert [lay.out_features for lay in m.strong_decoder if isinstance(lay, torch.nn.Linear)] == [108, 88]
+    assert m.regressor.num_layers == 4 and m.regressor.hidden_size == 120
+
+
+def test_sew_predicts_from_the_weaker_modality_only():
+    model = create_model("sew", weak_dim=8, strong_dim=12, weak_hidden=(6,), strong_hidden=(10,), latent=4).eval()
+    batch = _batch()
+    full = model(batch)
+    alone = model({"features": {k: v for k, v in batch["features"].items() if k.startswith("audio")}})
+    assert torch.equal(full.values, alone.values) and "m_ss" not in alone.extras
+    assert full.values.shape == (6, 1) and full.extras["reconstruction"].shape == (6, 12)
+
+
+def test_sew_task_is_the_sum_of_its_terms_and_skips_absent_rows():
+    torch.manual_seed(0)
+    model = SEW(weak_dim=8, strong_dim=12, weak_hidden=(6,), strong_hidden=(10,), latent=4)
+    batch = _batch()
+    batch["present"] = {"text": torch.tensor([True, True, True, True, False, True])}
+    out = SEWTask(model, k=3)(batch)
+    ex = model(batch).extras
+    rows = batch["present"]["text"]
+    xs = masked_mean(batch["features"]["text"], batch["features"]["text_mask"])[rows]
+    pred = F.mse_loss(model(batch).values[:, 0], batch["targets"])
+    tr = F.mse_loss(ex["translation"][rows], xs)
+    ae = F.mse_loss(ex["reconstruction"][rows], xs)
+    corr = dcca_correlation(ex["m_ss"][rows], ex["m_sw"][rows], k=3)
+    assert float(out["loss"]) == pytest.approx(float(pred + tr + ae - corr), rel=1e-5)
+    assert float(out["corr"]) == pytest.approx(float(corr), rel=1e-5)
+    ablated = SEWTask(model, alpha=0.0, gamma=0.0)(batch)  # Table 5.2: -(CCA & S_D1)
+    assert "corr" not in ablated and float(ablated["loss"]) == pytest.approx(float(pred + ae), rel=1e-5)
+
+
+def test_seqsew_phases_freeze_the_other_branch():
+    kw = dict(weak_dim=8, strong_dim=12, dim=8, ffn_dim=16, head_hidden=8, decoder_units=6)
+    teacher = SeqSEW(phase="teacher", **kw)
+    assert not any(p.requires_grad for p in teacher.student.parameters())
+    assert all(p.requires_grad for p in teacher.teacher.parameters())
+    student = SeqSEW(phase="student", **kw)
+    student.load_state_dict(teacher.state_dict())  # stage 2 starts from stage 1 (init: previous)
+    student.train()
+    assert not student.teacher.training and student.student.training
+    assert not any(p.requires_grad for p in student.teacher.parameters())
+    student.eval()
+    batch = _batch(aligned=False, t_s=7)
+    with torch.no_grad():
+        full = student(batch)
+        alone = student({"features": {k: v for k, v in batch["features"].items() if k.startswith("audio")}})
+    assert torch.allclose(full.values, alone.values)  # multimodal-trained, unimodal-tested
+    assert full.extras["m_ss"].shape == (6, 7, 8) and full.extras["translation"].shape == (6, 5, 12)
+    teacher.eval()
+    with torch.no_grad():  # the teacher phase reads the stronger modality only
+        text_only = {"features": {k: v for k, v in batch["features"].items() if k.startswith("text")}}
+        assert torch.allclose(teacher(batch).values, teacher(text_only).values)
+
+
+def test_seqsew_task_aligned_and_pooled_terms():
+    torch.manual_seed(0)
+    kw = dict(weak_dim=8, strong_dim=12, dim=8, ffn_dim=16, head_hidden=8, decoder_units=6, dropout=0.0)
+    model = SeqSEW(phase="student", head_dropout=0.0, **kw).eval()
+    batch = _batch()
+    out = SeqSEWTask(model, alpha=0.5, beta=0.2)(batch)
+    ex = model(batch).extras
+    valid = ex["mask_w"]
+    mae = F.l1_loss(ex["translation"][valid], batch["features"]["text"][valid])
+    corr = dcca_correlation(ex["m_ss"][valid], ex["m_sw"][valid])
+    pred = F.mse_loss(model(batch).values[:, 0], batch["targets"])
+    assert float(out["loss"]) == pytest.approx(float(pred + 0.2 * mae - 0.5 * corr), rel=1e-4)
+    unaligned = _batch(aligned=False, t_s=7)
+    pooled = SeqSEWTask(model)(unaligned)  # audio frames vs text tokens: time-averaged terms
+    assert torch.isfinite(pooled["loss"]) and "corr" in pooled
+    with pytest.raises(TaskError, match="step-aligned"):
+        SeqSEWTask(model, align="steps")(unaligned)
+    with pytest.raises(TaskError, match="phase='student'"):
+        SeqSEWTask(SeqSEW(phase="teacher", **kw))
+
+
+@pytest.mark.slow
+def test_sew_learns_a_target_carried_by_the_weak_modality():
+    torch.manual_seed(0)
+    n = 128
+    z = torch.randn(n, 2)
+    weak = torch.cat([z, torch.randn(n, 4)], 1) + 0.3 * torch.randn(n, 6)
+    strong = torch.cat([z, torch.randn(n, 6)], 1)
+    y = torch.tanh(z[:, 0] - 0.5 * z[:, 1])
+    batch = {"features": {"audio": weak[:, None], "text": strong[:, None]}, "targets": y}
+    model = SEW(weak_dim=6, strong_dim=8, weak_hidden=(16,), strong_hidden=(16,), latent=8, regressor_hidden=16)
+    task = SEWTask(model, k=2)
+    opt = torch.optim.Adam(task.parameters(), lr=0.03)
+    for _ in range(50):
+        opt.zero_grad()
+        out = task(batch)
+        out["loss"].backward()
+        opt.step()
+    model.eval()
+    with torch.no_grad():
+        pred = model({"features": {"audio": weak[:, None]}}).values[:, 0]
+    assert float(torch.corrcoef(torch.stack([pred, y]))[0, 1]) > 0.9
