@@ -16,8 +16,9 @@ Both run with ``--threads`` intra-op threads (``torch.set_num_threads`` / onnxru
 ``speedup`` is PyTorch time / onnxruntime time (above 1: onnxruntime is faster).
 
 Models (``--setting``): ``paper`` = the paper-size student (wav2vec 2.0 Base + BERT-base input embeddings, random
-init: speed does not depend on the values); ``tiny`` = the test-size student (smoke test); or ``--checkpoint`` a
-trained one (file, stage, seed run or run folder).
+init: speed does not depend on the values); ``packaged`` = the student on the packaged teachers (Whisper tiny.en +
+MiniLM-L6 input embeddings, as ``emofuse quickstart`` trains it); ``tiny`` = the test-size student (smoke test); or
+``--checkpoint`` a trained one (file, stage, seed run or run folder).
 
 Usage::
 
@@ -43,6 +44,7 @@ import numpy as np
 SR = 16_000
 SETTINGS = {
     "paper": {"audio": "facebook/wav2vec2-base", "text": "bert-base-uncased", "weights": "random"},
+    "packaged": {"audio": "openai/whisper-tiny.en", "text": "all-MiniLM-L6-v2", "weights": "auto"},
     "tiny": {"audio": "tiny-wav2vec2", "text": "tiny-bert", "weights": "auto"},
 }
 _WORDS = "the quick brown fox jumps over a lazy dog while we talk about nothing in particular today".split()

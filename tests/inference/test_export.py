@@ -150,3 +150,22 @@ def test_export_command(run, tmp_path):
     path = save_checkpoint(probe, tmp_path / "probe" / "best.safetensors", {"classes": ["a", "b"]})
     res = runner.invoke(app, ["export", str(path), "--onnx", str(tmp_path / "x.onnx")])
     assert res.exit_code == 2 and "reads cached encoder features" in res.output and len(res.output.splitlines()) <= 3
+
+
+def test_whisper_student(tmp_path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = create_model("cmd_student", audio_teacher="tiny-whisper", text_teacher="tiny-bert", num_classes=3)
+    path = save_checkpoint(model.eval(), tmp_path / "w" / "best.safetensors", {"classes": ["x", "y", "z"]})
+    p = Predictor.from_checkpoint(path)
+    out = export_onnx(p.model, tmp_path / "w.onnx", token_types=False)
+    names = [i.name for i in onnx_session(out).get_inputs()]
+    assert names == ["input_features", "feature_lengths", "input_ids", "attention_mask"]
+    assert verify_onnx(p.model, out, cases=((1, 0.6, 5), (3, 1.7, 12), (2, 9.5, 30))) < 1e-4
+    rng = np.random.default_rng(0)
+    waves = [0.1 * rng.standard_normal(int(16000 * s)).astype(np.float32) for s in (0.37, 1.234, 2.5)]
+    texts = ["hi", "hello there you", "a b c d e f"]
+    got = onnx_session(out).run(["probs"], onnx_inputs(p.batch(waves, texts), names))[0]
+    for row, w, t in zip(got, waves, texts, strict=True):
+        ref = p.predict(w, t).probabilities
+        np.testing.assert_allclose(row, [ref[c] for c in p.classes], atol=1e-4)

@@ -9,6 +9,8 @@ input                   shape               meaning
 ======================  ==================  =====================================================
 ``input_values``        ``(B, S)`` float32  normalised 16 kHz samples, zero-padded (wav2vec2-style teacher)
 ``audio_mask``          ``(B, S)`` int64    1 at real samples
+``input_features``      ``(B, M, F)`` f32   log-mel frames, ``F`` even, at most 3000 (Whisper teacher, <= 30 s)
+``feature_lengths``     ``(B,)`` int64      valid mel frames per row (Whisper teacher)
 ``input_ids``           ``(B, L)`` int64    WordPiece ids of the text teacher's tokenizer
 ``attention_mask``      ``(B, L)`` int64    1 at real tokens
 ``token_type_ids``      ``(B, L)`` int64    only for teachers that take them (BERT)
@@ -19,8 +21,9 @@ Output: ``probs (B, C)``. A unimodal student has only its own modality's inputs.
 Two things differ from the eager forward so that the graph has no Python control flow on values, with identical
 results (checked by the tests against PyTorch): the wav2vec2 CNN's GroupNorm (which PyTorch runs one utterance at
 a time so padding stays out of its statistics) is computed over each row's valid frames with a mask, and the
-input is not trimmed to the longest valid row (padding the model never looks at). Whisper-based students are not
-exportable (their 30 s windowing is a Python loop over the length).
+input is not trimmed to the longest valid row (padding the model never looks at). A Whisper-based student's graph
+takes clips up to Whisper's 30 s window (the eager model embeds longer clips window by window in a Python loop);
+the :class:`~emofuse.inference.Predictor`'s windows (10 s by default) stay well below that.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from emofuse.layers.pooling import masked_mean
@@ -49,7 +53,7 @@ __all__ = [
     "verify_onnx",
 ]
 
-_AUDIO_INPUTS = ("input_values", "audio_mask")
+_AUDIO_INPUTS = {"wav2vec2": ("input_values", "audio_mask"), "whisper": ("input_features", "feature_lengths")}
 _TEXT_INPUTS = ("input_ids", "attention_mask")
 
 
@@ -112,11 +116,30 @@ class _SpeechEmbedding(nn.Module):
         return x, mask
 
 
+class _WhisperEmbedding(nn.Module):
+    """Export form of a Whisper input embedding (one 30 s window): masked log-mel → convs → sliced positions."""
+
+    def __init__(self, embedding: nn.Module) -> None:
+        super().__init__()
+        source = cast(Any, embedding).module  # WhisperInputEmbedding
+        self.conv1, self.conv2, self.positions = source.conv1, source.conv2, source.embed_positions
+
+    def forward(self, feats: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        """``(B, M, F)`` log-mel (``F`` even) and ``(B,)`` valid frames → ``(B, F / 2, D)`` and the mask."""
+        n = lengths.long()
+        valid = torch.arange(feats.shape[-1], device=feats.device)[None] < n[:, None]  # (B, F)
+        x = feats * valid[:, None, :].to(feats.dtype)  # padding = the convs' zero padding
+        h = F.gelu(self.conv2(F.gelu(self.conv1(x)))).transpose(1, 2)  # (B, F/2, D)
+        h = h + self.positions.weight[: h.shape[1]]
+        mask = torch.arange(h.shape[1], device=h.device)[None] < ((n + 1) // 2)[:, None]  # (B, F/2)
+        return h, mask
+
+
 class OnnxStudent(nn.Module):
     """A trained :class:`~emofuse.models.cmd_student.CMDStudent` with positional tensor inputs, returning probs.
 
     Args:
-        model: The student (eval mode, with a classifier head, wav2vec2-style audio teacher if it has audio).
+        model: The student (eval mode, with a classifier head; wav2vec2-style or Whisper audio teacher).
         token_types: Give the graph a ``token_type_ids`` input (default: when the text embedding takes one; pass
             ``False`` when the tokenizer produces none, so the segment ids are BERT's default zeros).
 
@@ -124,7 +147,7 @@ class OnnxStudent(nn.Module):
         input_names: The positional inputs in order (see the module docstring).
 
     Raises:
-        ExportError: The model is not a CMD student with a head, or its audio embedding is not wav2vec2-style.
+        ExportError: The model is not a CMD student with a head, or its audio embedding is of an unknown family.
     """
 
     def __init__(self, model: nn.Module, token_types: bool | None = None) -> None:
@@ -140,17 +163,19 @@ class OnnxStudent(nn.Module):
         self.model = model
         self.modalities = tuple(model.modalities)
         self.speech: nn.Module | None = None
+        self.audio_family = ""
         if "audio" in self.modalities:
             emb = model.branch("audio").embedding
-            if emb.family != "wav2vec2":
-                raise ExportError(
-                    f"audio teacher {emb.teacher!r} has a {emb.family} input embedding; only wav2vec2-style "
-                    "students (wav2vec 2.0, HuBERT, WavLM) can be exported"
-                )
-            self.speech = _SpeechEmbedding(emb)
+            self.audio_family = emb.family
+            if emb.family == "wav2vec2":
+                self.speech = _SpeechEmbedding(emb)
+            elif emb.family == "whisper":
+                self.speech = _WhisperEmbedding(emb)
+            else:
+                raise ExportError(f"audio teacher {emb.teacher!r}: no ONNX export for {emb.family} input embeddings")
         takes = "text" in self.modalities and model.branch("text").embedding._token_types
         self.token_types = bool(takes and (token_types is None or token_types))
-        self.input_names = onnx_input_names(self.modalities, self.token_types)
+        self.input_names = onnx_input_names(self.modalities, self.token_types, self.audio_family or "wav2vec2")
 
     def _finish_embed(self, m: str, x: Tensor, mask: Tensor) -> Tensor:
         branch = self.model.branch(m)
@@ -164,8 +189,11 @@ class OnnxStudent(nn.Module):
         """Inputs in :attr:`input_names` order → fused class probabilities ``(B, C)``."""
         named = dict(zip(self.input_names, inputs, strict=True))
         h, masks = {}, {}
-        if self.speech is not None:
-            x, masks["audio"] = self.speech(named["input_values"], named["audio_mask"].sum(-1))
+        if self.audio_family == "wav2vec2":
+            x, masks["audio"] = self.speech(named["input_values"], named["audio_mask"].sum(-1))  # type: ignore[misc]
+            h["audio"] = self._finish_embed("audio", x, masks["audio"])
+        elif self.audio_family == "whisper":
+            x, masks["audio"] = self.speech(named["input_features"], named["feature_lengths"])  # type: ignore[misc]
             h["audio"] = self._finish_embed("audio", x, masks["audio"])
         if "text" in self.modalities:
             text = {k: named[k] for k in ("input_ids", "token_type_ids") if k in named}
@@ -189,11 +217,13 @@ class OnnxStudent(nn.Module):
         return logits.exp()  # (B, C)
 
 
-def onnx_input_names(modalities: tuple[str, ...] | list[str], token_types: bool) -> list[str]:
+def onnx_input_names(
+    modalities: tuple[str, ...] | list[str], token_types: bool, audio_family: str = "wav2vec2"
+) -> list[str]:
     """The graph's input names for a student's modalities (module docstring table)."""
     names: list[str] = []
     if "audio" in modalities:
-        names += _AUDIO_INPUTS
+        names += _AUDIO_INPUTS[audio_family]
     if "text" in modalities:
         names += [*_TEXT_INPUTS, *(["token_type_ids"] if token_types else [])]
     return names
@@ -207,6 +237,11 @@ def example_inputs(student: OnnxStudent, batch: int = 2, seconds: float = 1.0, t
     lengths = torch.linspace(s // 2, s, batch).long()
     out["input_values"] = torch.randn(batch, s, generator=g)
     out["audio_mask"] = (torch.arange(s)[None] < lengths[:, None]).long()
+    if student.audio_family == "whisper":
+        mels = int(cast(Any, student.speech).conv1.in_channels)
+        frames = 2 * (s // 320)  # 100 mel frames per second, an even count
+        out["input_features"] = torch.randn(batch, mels, frames, generator=g)
+        out["feature_lengths"] = torch.linspace(frames // 2, frames, batch).long()
     vocab = 2
     if "text" in student.modalities:
         vocab = int(cast(Any, student.model.branch("text").embedding.module).word_embeddings.num_embeddings)
@@ -267,7 +302,7 @@ def export_onnx(
             else:
                 axes: dict[str, dict[int, str]] = {"probs": {0: "batch"}}
                 for k in student.input_names:
-                    axes[k] = {0: "batch", 1: "samples" if k in _AUDIO_INPUTS else "tokens"}
+                    axes[k] = _axes(k)
                 torch.onnx.export(
                     student,
                     inputs,
@@ -294,7 +329,8 @@ def export_onnx(
 def _export_dynamo(student: OnnxStudent, inputs: tuple[Tensor, ...], out: Path, opset: int) -> None:
     batch = torch.export.Dim("batch", min=1)
     samples, tokens = torch.export.Dim("samples", min=400), torch.export.Dim("tokens", min=2)
-    dims = tuple({0: batch, 1: samples if k in _AUDIO_INPUTS else tokens} for k in student.input_names)
+    named = {"batch": batch, "samples": samples, "frames": torch.export.Dim("frames", min=2), "tokens": tokens}
+    dims = tuple({i: named[v] for i, v in _axes(k).items()} for k in student.input_names)
     program = torch.onnx.export(
         student,
         inputs,
@@ -352,6 +388,8 @@ def _as_batch(student: OnnxStudent, inputs: tuple[Tensor, ...]) -> dict[str, dic
     batch: dict[str, dict[str, Tensor]] = {}
     if "input_values" in named:
         batch["audio"] = {"input_values": named["input_values"], "attention_mask": named["audio_mask"]}
+    if "input_features" in named:
+        batch["audio"] = {"input_features": named["input_features"], "feature_lengths": named["feature_lengths"]}
     if "input_ids" in named:
         batch["text"] = {k: named[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in named}
     return batch
@@ -360,11 +398,23 @@ def _as_batch(student: OnnxStudent, inputs: tuple[Tensor, ...]) -> dict[str, dic
 def onnx_inputs(batch: dict[str, dict[str, Tensor]], names: list[str]) -> dict[str, Any]:
     """Numpy feeds for an exported student from a :class:`~emofuse.inference.Predictor` batch."""
     flat: dict[str, Tensor] = {}
-    if "audio" in batch:
+    if "audio" in batch and "input_values" in batch["audio"]:
         flat["input_values"] = batch["audio"]["input_values"]
         flat["audio_mask"] = batch["audio"]["attention_mask"].long()
+    elif "audio" in batch:
+        flat["input_features"] = batch["audio"]["input_features"].float()
+        flat["feature_lengths"] = batch["audio"]["feature_lengths"].long()
     if "text" in batch:
         flat.update({k: v.long() for k, v in batch["text"].items()})
         # a tokenizer without segment ids: BERT's default (all zeros), as the eager embedding uses
         flat.setdefault("token_type_ids", torch.zeros_like(flat["input_ids"]))
     return {k: flat[k].cpu().numpy() for k in names}
+
+
+def _axes(name: str) -> dict[int, str]:
+    """Dynamic axes of one graph input."""
+    if name == "input_features":
+        return {0: "batch", 2: "frames"}
+    if name == "feature_lengths":
+        return {0: "batch"}
+    return {0: "batch", 1: "samples" if name in _AUDIO_INPUTS["wav2vec2"] else "tokens"}

@@ -375,7 +375,7 @@ class Predictor:
                 UserWarning,
                 stacklevel=3,
             )
-        return enc
+        return enc.to("meta")  # preprocess needs the tokenizer / feature settings only: drop the weights
 
     @property
     def needs_text(self) -> bool:
