@@ -116,10 +116,13 @@ def test_quickstart_configs_follow_the_packaged_yaml(tmp_path):
     for c in cfgs.values():
         assert c.data.protocol == "speaker-out" and c.data.labels == "synthetic4" and c.seeds == [1, 2]
         assert [s.name for s in c.stages] == ["distill", "finetune"]
-        assert c.stages[0].trainer["max_epochs"] == 4 and c.stages[1].trainer["max_epochs"] == 3  # packaged
+        assert c.stages[0].trainer["max_epochs"] == 4 and c.stages[1].trainer["max_epochs"] == 5  # packaged
         assert c.model.options["audio_teacher"] == "openai/whisper-tiny.en"
         assert c.model.options["text_teacher"] == "all-MiniLM-L6-v2"
         assert c.encoders.cache_dir == tmp_path / "cache"
+        # fixed batches (validation runs every epoch) and frozen copied embeddings (the CPU budget)
+        assert c.data.max_batch_samples is None and c.data.batch_size == 8
+        assert c.model.options["freeze_embedding"] is True and c.model.options["allow_random"] is False
     with pytest.raises(ValueError, match="unknown quickstart variant 'video'"):
         quickstart_config("video", tmp_path / "m.jsonl", tmp_path / "cache")
     with pytest.raises(ValueError, match="did you mean 'trainer.max_epochs'"):
