@@ -51,6 +51,7 @@ def test_checkpoint_resolution(run):
     best = seed / "train" / "best.safetensors"
     for path, why in [
         (run, "only run"),
+        (run / "seed0", "only run"),  # a fold folder
         (seed, "DONE"),
         (seed / "train", "stage folder"),
         (best, "file given"),

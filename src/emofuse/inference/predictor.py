@@ -173,9 +173,8 @@ def resolve_checkpoint(path: str | Path) -> tuple[Path, str]:
     seed = _seed_checkpoint(path)
     if seed is not None:
         return seed
-    runs = sorted(
-        {p.parent for p in path.glob("*/*/DONE")} | {p.parent.parent for p in path.glob("*/*/*/best.safetensors")}
-    )
+    finished = {p.parent for p in path.rglob("DONE") if _done_checkpoint(p.parent) is not None}
+    runs = sorted(finished | {p.parent.parent for p in path.rglob("best.safetensors")})
     candidates = [(r, c) for r in runs if (c := _seed_checkpoint(r)) is not None]
     if not candidates:
         raise CheckpointError(
