@@ -6,6 +6,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import warnings  # noqa: E402
 
+import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from emofuse.encoders import create_encoder  # noqa: E402
@@ -19,6 +20,7 @@ def quiet(fn, *args, **kwargs):
         return fn(*args, **kwargs)
 
 
+@pytest.mark.slow
 def test_cmd_absent_modality_is_left_out_of_the_probability_average():
     audio = quiet(create_encoder, "tiny-wav2vec2", allow_random=True)
     text = quiet(create_encoder, "tiny-bert", allow_random=True)
