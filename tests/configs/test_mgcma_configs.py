@@ -195,3 +195,8 @@ def test_s0_trains_end_to_end_through_the_runner(tmp_path):
     assert 0.0 <= metrics["wa"] <= 1.0 and 0.0 <= metrics["ua"] <= 1.0 and sum(metrics["support"].values()) == 12
     model = json.loads((run / "train" / "model.json").read_text())
     assert model["model_name"] == "mgcma" and model["model_config"]["order"] == ["dam", "tam", "iam"]
+    from emofuse.models.checkpoint import load_checkpoint
+    from emofuse.models.mgcma import MGCMA
+
+    rebuilt, meta = load_checkpoint(run / "train" / "best.safetensors")  # no YAML needed (inference / evaluate)
+    assert isinstance(rebuilt, MGCMA) and meta["model_config"]["audio_encoder"] == "tiny-wav2vec2"
