@@ -23,7 +23,9 @@ def export(
     check: bool = typer.Option(
         True, "--check/--no-check", help="Compare onnxruntime with PyTorch on several input lengths after export."
     ),
-    dynamo: bool = typer.Option(False, "--dynamo", help="Use the torch.export (dynamo) exporter (slower)."),
+    dynamo: bool = typer.Option(
+        False, "--dynamo", help="Use the torch.export (dynamo) exporter (needs onnxscript; minutes instead of seconds)."
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
 ) -> None:
     """Export a fine-tuned CMD student to ONNX, checked against PyTorch.
