@@ -76,17 +76,31 @@ def test_files_table_json_and_csv(run, corpus, tmp_path):
     )
 
 
-def test_folder_and_manifest(run, corpus):
+def test_folder_and_manifest(run, corpus, tmp_path):
+    import shutil
+
+    from emofuse.data.manifest import write_manifest
+
     root, records = corpus
-    res = runner.invoke(app, ["predict", str(run), str(root / "wav"), "--text", "words", "--json"])
+    folder = tmp_path / "clips"
+    (folder / "sub").mkdir(parents=True)
+    for i, r in enumerate(records[:3]):
+        shutil.copy(root / r.audio, folder / ("sub" if i else "") / f"c{i}.wav")
+    (folder / "notes.txt").write_text("not audio: ignored in a folder")
+    res = runner.invoke(app, ["predict", str(run), str(folder), "--text", "words", "--json"])
     assert res.exit_code == 0, res.output
-    assert len(_json(res)["results"]) == len(records) == 16
-    # a manifest brings its own transcripts (no ASR)
-    res = runner.invoke(app, ["predict", str(run), str(root / "manifest.jsonl"), "--json"])
+    assert [r["file"] for r in _json(res)["results"]] == [
+        str(folder / "c0.wav"),
+        *(str(folder / "sub" / f"c{i}.wav") for i in (1, 2)),
+    ]
+    # a manifest brings its own transcripts (no ASR) and segments; ids name the rows
+    subset = [r.model_copy(update={"audio": str(root / r.audio)}) for r in records[:4]]
+    manifest = write_manifest(subset, tmp_path / "m.jsonl")
+    res = runner.invoke(app, ["predict", str(run), str(manifest), "--json"])
     assert res.exit_code == 0, res.output
     rows = _json(res)["results"]
-    assert [r["file"] for r in rows] == [r.id for r in records]
-    assert [r["transcript"] for r in rows] == [r.text for r in records] and not any(r["from_asr"] for r in rows)
+    assert [r["file"] for r in rows] == [r.id for r in subset]
+    assert [r["transcript"] for r in rows] == [r.text for r in subset] and not any(r["from_asr"] for r in rows)
 
 
 def test_transcripts_file_and_asr_fallback(run, corpus, tmp_path, monkeypatch):
