@@ -95,12 +95,14 @@ def test_folder_and_manifest(run, corpus, tmp_path):
     ]
     # a manifest brings its own transcripts (no ASR) and segments; ids name the rows
     subset = [r.model_copy(update={"audio": str(root / r.audio)}) for r in records[:4]]
+    subset[0] = subset[0].model_copy(update={"start": 0.1, "end": 0.3})
     manifest = write_manifest(subset, tmp_path / "m.jsonl")
     res = runner.invoke(app, ["predict", str(run), str(manifest), "--json"])
     assert res.exit_code == 0, res.output
     rows = _json(res)["results"]
     assert [r["file"] for r in rows] == [r.id for r in subset]
     assert [r["transcript"] for r in rows] == [r.text for r in subset] and not any(r["from_asr"] for r in rows)
+    assert rows[0]["duration"] == pytest.approx(0.2)
 
 
 def test_transcripts_file_and_asr_fallback(run, corpus, tmp_path, monkeypatch):
