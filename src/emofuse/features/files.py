@@ -18,6 +18,9 @@ suffix                    reference
 ========================  =============================================================
 
 An array is ``(T, D)`` (a sequence of ``T`` frames) or ``(D,)`` (one vector, served as ``T = 1``).
+A reference may end in a *frame slice* ``[START:END]`` (0-based, ``END`` exclusive) that keeps only those
+rows: ``recola/train_1.npy#[75:150]`` (a 3 s window of a 40 ms frame-level file; ``.npy`` files are
+memory-mapped, so only the window is read), ``covarep.h5#/u1[10:20]``, ``mosi_text.npy#[17:18]``.
 :class:`FileFeatureStore` serves one modality to :class:`~emofuse.pipeline.MultimodalDataset` with
 the same ``get(id) -> (T, D)`` interface as the encoder cache, and it *allows absence*: a record
 without a reference for the modality is absent (``id not in store``), which the dataset turns into an
@@ -37,6 +40,7 @@ Example:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
@@ -52,6 +56,7 @@ __all__ = [
     "feature_readers",
     "read_feature",
     "register_feature_reader",
+    "split_frame_slice",
 ]
 
 #: ``reader(path, key) -> np.ndarray``; ``key`` is ``None`` for a whole-file reference.
@@ -134,13 +139,55 @@ def _read_hdf5(path: Path, key: str | None) -> np.ndarray:
         return np.asarray(obj[()])
 
 
+_SLICE = re.compile(r"^(.*?)\[(\d+):(\d+)\]$")
+
+
+def split_frame_slice(key: str | None) -> tuple[str | None, tuple[int, int] | None]:
+    """Split a trailing frame slice ``[START:END]`` off a reference key.
+
+    Example:
+        >>> split_frame_slice("[75:150]"), split_frame_slice("/a/u1[0:3]"), split_frame_slice("u1")
+        ((None, (75, 150)), ('/a/u1', (0, 3)), ('u1', None))
+    """
+    if key is None:
+        return None, None
+    m = _SLICE.match(key)
+    if m is None:
+        return key, None
+    return (m.group(1) or None), (int(m.group(2)), int(m.group(3)))
+
+
 def read_feature(path: str | Path, key: str | None = None) -> np.ndarray:
     """Read one feature array ``(T, D)`` or ``(D,)`` from a registered file type.
 
+    Args:
+        path: Feature file.
+        key: In-file key (``None``: the whole file), optionally ending in a frame slice ``[START:END]``
+            that keeps rows ``START`` to ``END - 1`` of a ``(T, D)`` array.
+
     Raises:
-        FeatureFileError: Unknown suffix, missing file, missing key, or a file that cannot be parsed.
+        FeatureFileError: Unknown suffix, missing file, missing key, a file that cannot be parsed, or a frame
+            slice that is empty, not within the array's ``T`` frames, or applied to a ``(D,)`` vector.
     """
     path = Path(path)
+    key, frames = split_frame_slice(key)
+    if frames is not None:
+        start, end = frames
+        where = f"{path}#{key or ''}[{start}:{end}]"
+        if end <= start:
+            raise FeatureFileError(f"{where}: empty frame slice (END must be greater than START)")
+        if path.suffix.lower() == ".npy" and key is None and path.is_file():
+            try:
+                arr = np.load(path, mmap_mode="r", allow_pickle=False)
+            except Exception as e:
+                raise FeatureFileError(f"{path}: cannot read features ({type(e).__name__}: {e})") from e
+        else:
+            arr = read_feature(path, key)
+        if arr.ndim != 2:
+            raise FeatureFileError(f"{where}: a frame slice needs a (T, D) array, the file holds {arr.shape}")
+        if end > arr.shape[0]:
+            raise FeatureFileError(f"{where}: the slice ends past the array's {arr.shape[0]} frames")
+        return np.array(arr[start:end])
     suffix = path.suffix.lower()
     reader = _READERS.get(suffix)
     if reader is None:
