@@ -270,6 +270,34 @@ def test_emofuse_train_runs_a_cm_roberta_config_end_to_end(tmp_path, monkeypatch
     assert meta["encoders"]["text"]["name"] == "tiny-roberta-last2"
 
 
+@pytest.mark.slow
+def test_data_dialogue_size_forms_pseudo_dialogues_for_a_corpus_of_single_utterances(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from emofuse.cli.main import app
+    from emofuse.encoders import _registry
+    from emofuse.testing.dummies import DUMMY_SPECS, make_wav_corpus
+
+    for spec in DUMMY_SPECS:
+        monkeypatch.setitem(_registry._ENCODERS, spec.name, spec)
+    root = tmp_path / "corpus"
+    recs = make_wav_corpus(root, 18, seconds=0.2, labels=CLASSES)
+    split = {0: "train", 1: "dev", 2: "test"}  # speaker s<k> = utterances 6k..6k+5, no dialogue, no turn
+    recs = [r.model_copy(update={"speaker": f"s{i // 6}", "split": split[i // 6]}) for i, r in enumerate(recs)]
+    assert all(r.dialogue is None for r in recs)
+    write_manifest(recs, root / "manifest.jsonl")
+    config = tmp_path / "cmr.yaml"
+    config.write_text(CONFIG.format(manifest=root / "manifest.jsonl", cache=tmp_path / "cache", model="cm_roberta"))
+    args = ["train", str(config), "--quiet", "--set", "trainer.max_epochs=1"]
+    res = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "plain")])
+    assert res.exit_code != 0 and "data.dialogue_size" in res.output  # without the switch: nothing to batch
+    run = tmp_path / "run"
+    res = CliRunner().invoke(app, [*args, "--out", str(run), "--set", "data.dialogue_size=4"])
+    assert res.exit_code == 0, res.output
+    preds = [json.loads(line) for line in (run / "official" / "seed0" / "predictions.jsonl").read_text().splitlines()]
+    assert sorted(p["id"] for p in preds) == sorted(r.id for r in recs if r.split == "test")  # 6 turns, 2 dialogues
+
+
 def test_form_dialogues_from_consecutive_utterances_of_one_speaker():
     from emofuse.pipeline.dialogue import form_dialogues
 

@@ -66,6 +66,9 @@ class DataConfig(_Section):
         text_field: Transcript used as the text input: ``text`` (gold), or another record field / ``extra``
             key, e.g. ``asr_text`` (written by ``emofuse transcribe``) for the paper's ASR rows. Records
             without it are an error naming the record.
+        dialogue_size: Dialogue-level models (CM-RoBERTa) on a corpus of single utterances: records without a
+            ``dialogue`` get pseudo-dialogues of this many consecutive utterances of one speaker
+            (:func:`~emofuse.pipeline.dialogue.form_dialogues`). ``None``: the manifest's dialogues only.
         target: Continuous regression target (``"extra.valence"``, ``"extra.conflict"``, a record field);
             ``batch["targets"]`` holds it. Use with a ``regress`` stage. ``None``: categorical labels only.
     """
@@ -82,6 +85,7 @@ class DataConfig(_Section):
     moddrop: ModDropConfig | None = None
     target: str | None = None
     text_field: str = "text"
+    dialogue_size: int | None = Field(default=None, gt=0)
 
 
 _MODEL_OPTIONS: dict[str, type[BaseModel]] = {}

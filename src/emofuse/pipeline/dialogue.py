@@ -82,7 +82,8 @@ def group_dialogues(records: Iterable[Utterance]) -> list[Dialogue]:
         if rec.dialogue is None:
             raise DialogueError(
                 f"utterance {rec.id!r} has no dialogue: dialogue-level models need a manifest with dialogue and "
-                "turn fields (MELD, IEMOCAP, or a CSV with those columns)"
+                "turn fields (MELD, IEMOCAP, or a CSV with those columns); for a corpus of single utterances set "
+                "data.dialogue_size (pseudo-dialogues of consecutive utterances, form_dialogues)"
             )
         if rec.turn is None:
             raise DialogueError(f"utterance {rec.id!r} (dialogue {rec.dialogue!r}) has no turn")

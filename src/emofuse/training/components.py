@@ -228,10 +228,12 @@ class DefaultComponents(Components):
         root = Path(cfg.data.manifest).parent if cfg.data.manifest is not None else None
         features.update(self.file_stores(cfg, records, root))
         if getattr(model, "dialogue_level", False):  # context models (CM-RoBERTa): one item = one dialogue
-            from emofuse.pipeline.dialogue import DialogueDataset
+            from emofuse.pipeline.dialogue import DialogueDataset, form_dialogues
 
             if raw:
                 raise ValueError(f"model {model.model_name!r} reads utterance vectors: set encoders.inputs: features")
+            if cfg.data.dialogue_size is not None:  # single-utterance corpora: consecutive utterances per speaker
+                records = form_dialogues(records, cfg.data.dialogue_size)
             return DialogueDataset(records, list(classes), features)
         return MultimodalDataset(
             records,
