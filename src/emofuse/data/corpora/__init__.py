@@ -29,6 +29,7 @@ CORPORA: dict[str, tuple[str, str]] = {
     "csv": ("emofuse.data.corpora.table", "prepare_csv"),
     "synthetic": ("emofuse.data.corpora.synthetic", "prepare_synthetic"),
     "sspnet": ("emofuse.data.corpora.sspnet", "prepare_sspnet"),
+    "recola": ("emofuse.data.corpora.recola", "prepare_recola"),
 }
 
 _LOADED = False
