@@ -242,3 +242,66 @@ def test_root_errors(tmp_path, iemocap_root):
     shutil.copytree(iemocap_root / "Session2", parent / "IEMOCAP_full_release" / "Session2")
     c = prepare("iemocap", parent, progress=False)
     assert len(c.records) == 2 and "Session1, Session3, Session4, Session5" in "\n".join(c.report.notes)
+
+
+# --- visual feature folder (video_features): ResNet-101 face features per utterance, absent when missing ---
+
+
+def _faces(folder: Path, utts: dict[str, int], dim: int = 8) -> None:
+    for utt, frames in utts.items():
+        dialog = utt.rsplit("_", 1)[0]
+        path = folder / dialog / f"{utt}.npy"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.save(path, np.full((frames, dim), float(frames), dtype=np.float32))
+
+
+def test_video_features_folder(tmp_path):
+    from emofuse.features.files import FileFeatureStore
+
+    root = write_iemocap(tmp_path / "IEMOCAP_full_release")
+    _faces(tmp_path / "faces" / "Session1", {"Ses01F_impro01_F000": 3, "Ses01F_impro01_F001": 5})
+    np.save(tmp_path / "faces" / "mean.npy", np.zeros(8, dtype=np.float32))  # not an utterance id: ignored
+    c = prepare_iemocap(root, progress=False, video_features=tmp_path / "faces")
+    recs = _by_id(c)
+    assert recs["Ses01F_impro01_F000"].features == {
+        "video": str(tmp_path / "faces/Session1/Ses01F_impro01/Ses01F_impro01_F000.npy")
+    }
+    assert recs["Ses02M_impro02_F000"].features == {}  # no file: modality absent, not zeros
+    store = FileFeatureStore(c.records, "video")
+    assert store.output_dim == 8 and tuple(store.get("Ses01F_impro01_F001").shape) == (5, 8)
+    assert "Ses01F_script01_1_F000" not in store
+    note = next(n for n in c.report.notes if n.startswith("video features:"))
+    assert note.startswith("video features: 2 of 6 utterance(s) have a file; 4 without (video modality absent)")
+    assert not c.report.missing_features
+
+
+def test_video_features_parallel_and_next_to_wavs(tmp_path, monkeypatch):
+    root = write_iemocap(tmp_path / "IEMOCAP_full_release")
+    _faces(root / "Session2" / "sentences" / "resnet101", {"Ses02M_impro02_F000": 2})
+    monkeypatch.chdir(tmp_path)  # "resnet101" is no folder here: found as Session*/sentences/resnet101
+    c = prepare_iemocap(root, progress=False, video_features="resnet101")
+    assert [r.id for r in c.records if r.features] == ["Ses02M_impro02_F000"]
+    _faces(root / "Session1" / "sentences" / "wav", {"Ses01F_impro01_M000": 4})  # next to the wav
+    c = prepare_iemocap(root, progress=False, video_features=root)
+    assert sorted(r.id for r in c.records if r.features) == ["Ses01F_impro01_M000", "Ses02M_impro02_F000"]
+
+
+def test_video_features_errors_and_cli(tmp_path):
+    from typer.testing import CliRunner
+
+    from emofuse.cli.main import app
+    from emofuse.data.manifest import read_manifest
+
+    root = write_iemocap(tmp_path / "IEMOCAP_full_release")
+    with pytest.raises(CorpusError, match=r"video_features: .*nowhere is not a folder"):
+        prepare_iemocap(root, progress=False, video_features=tmp_path / "nowhere")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CorpusError, match=r"video_features: no <utt>\.npy"):
+        prepare_iemocap(root, progress=False, video_features=tmp_path / "empty")
+    _faces(tmp_path / "faces", {"Ses01F_impro01_F000": 3})
+    out = tmp_path / "m.jsonl"
+    res = CliRunner().invoke(
+        app, ["prepare", "iemocap", str(root), "-o", str(out), "-q", "--option", f"video_features={tmp_path / 'faces'}"]
+    )
+    assert res.exit_code == 0, res.output
+    assert [r.id for r in read_manifest(out) if "video" in r.features] == ["Ses01F_impro01_F000"]

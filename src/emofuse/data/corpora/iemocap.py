@@ -33,6 +33,13 @@ utterance has its own wav); ``extra`` holds ``gender``, ``mode`` (improvised/scr
 
 A partial release (e.g. ``Session3`` absent) is prepared with a note naming the missing sessions; a root
 without any ``Session*/dialog/EmoEvaluation`` raises :class:`CorpusError`.
+
+Visual features (``video_features``, CLI ``--option video_features=DIR``): pre-extracted per-utterance arrays
+(e.g. ResNet-101 face features at 3 Hz, ``(frames, 2048)``, the thesis' Ch. 4 input) named ``<utt>.npy`` (or
+``.npz`` / ``.safetensors`` / ``.h5``) anywhere under ``DIR``: a folder of its own, the ``wav`` folders themselves
+(files next to the wavs) or, for a relative name found in no other way, ``Session*/sentences/<DIR>/`` (a folder
+parallel to ``sentences/wav``). Each utterance with a file gets ``features["video"]``; one without has the
+modality absent (no key; masked, never zeros) and is counted in the report's notes.
 """
 
 from __future__ import annotations
@@ -244,11 +251,46 @@ def _find_sessions(root: Path, notes: list[str]) -> list[Path]:
     return usable
 
 
+_FEATURE_SUFFIXES = (".npy", ".npz", ".safetensors", ".h5", ".hdf5")
+
+
+def _index_video(folder: str | Path, sessions: list[Path], notes: list[str]) -> dict[str, Path]:
+    """Utterance id → visual feature file under ``folder`` (or ``Session*/sentences/<folder>``)."""
+    given = Path(folder).expanduser()
+    if given.is_dir():
+        roots = [given.resolve()]
+    else:
+        roots = [s / "sentences" / given for s in sessions if not given.is_absolute()]
+        roots = [r for r in roots if r.is_dir()]
+        if not roots:
+            raise CorpusError(
+                f"video_features: {given} is not a folder (nor Session*/sentences/{given}); expected "
+                "<utt>.npy feature files under it"
+            )
+    index: dict[str, Path] = {}
+    duplicates = 0
+    for r in roots:
+        for p in sorted(r.rglob("*"), key=lambda q: (len(q.parts), str(q))):
+            if p.suffix.lower() in _FEATURE_SUFFIXES and _UTT_ID.match(p.stem) and p.is_file():
+                if p.stem in index:
+                    duplicates += 1
+                    continue
+                index[p.stem] = p
+    if not index:
+        raise CorpusError(
+            f"video_features: no <utt>.npy / .npz / .safetensors / .h5 file under {', '.join(map(str, roots))}"
+        )
+    if duplicates:
+        notes.append(f"video features: {duplicates} duplicate file name(s) ignored (kept the shallowest)")
+    return index
+
+
 def prepare_iemocap(
     root: str | Path,
     labels: str | None = None,
     allow_missing_audio: bool = False,
     progress: bool = True,
+    video_features: str | Path | None = None,
 ) -> PreparedCorpus:
     """Build the IEMOCAP manifest from the release in its original layout.
 
@@ -258,6 +300,7 @@ def prepare_iemocap(
         allow_missing_audio: Keep utterances whose wav is missing, with ``audio=None`` (they are reported
             in ``report.missing_audio`` either way; without this flag they are dropped).
         progress: Show a progress bar.
+        video_features: Folder of per-utterance visual feature files (module docstring); ``None``: no video.
 
     Returns:
         The prepared corpus: records in session / dialog / turn order, the scheme's classes, the report
@@ -265,7 +308,8 @@ def prepare_iemocap(
         number of utterances dropped per raw label (per vote outcome for the CMD schemes).
 
     Raises:
-        CorpusError: ``root`` holds no ``Session*/dialog/EmoEvaluation`` folder.
+        CorpusError: ``root`` holds no ``Session*/dialog/EmoEvaluation`` folder, or ``video_features`` is
+            neither a folder nor ``Session*/sentences/<name>``.
         ValueError: ``labels`` is not an IEMOCAP scheme.
     """
     root = Path(root).expanduser().resolve()
@@ -275,6 +319,7 @@ def prepare_iemocap(
     vote_rule = scheme.name in _VOTE_SCHEMES
     notes: list[str] = []
     sessions = _find_sessions(root, notes)
+    video = _index_video(video_features, sessions, notes) if video_features is not None else None
 
     jobs: list[tuple[Path, Path]] = []
     for session in sessions:
@@ -337,6 +382,7 @@ def prepare_iemocap(
                 "dialog_end": t.end,
                 **extra,
             }
+            video_file = video.get(t.id) if video is not None else None
             records.append(
                 Utterance(
                     id=t.id,
@@ -348,6 +394,7 @@ def prepare_iemocap(
                     session=session.name,
                     dialogue=dialog,
                     turn=turn_idx,
+                    features={"video": str(video_file)} if video_file is not None else {},
                     extra=extra,
                 )
             )
@@ -360,6 +407,13 @@ def prepare_iemocap(
         kinds = ", ".join(f"{k}={n}" for k, n in sorted(dropped.items()))
         what = "vote outcome" if vote_rule else "raw label"
         notes.append(f"{scheme.name}: dropped {sum(dropped.values())} utterance(s) by {what}: {kinds}")
+    if video is not None:
+        without = [r.id for r in records if "video" not in r.features]
+        shown = ", ".join(without[:5]) + (" ..." if len(without) > 5 else "")
+        notes.append(
+            f"video features: {len(records) - len(without)} of {len(records)} utterance(s) have a file; "
+            f"{len(without)} without (video modality absent){': ' + shown if without else ''}"
+        )
     if vote_rule:
         notes.append(f"{scheme.name}: kept {len(records)} utterance(s) (CMD reports 7,487 on the full corpus)")
     report.notes += notes
