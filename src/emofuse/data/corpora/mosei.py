@@ -32,6 +32,22 @@ Label schemes: ``mosei4-cmd`` (MOSEI default; neutral, happy, sad, angry; see :f
 ``neutral``, ``tie``, ``below-threshold``, ``positive``, ``-2``, ...); dropped segments are counted by it.
 CMD's exclusion of non-English and transcript-less samples is not applied here: segments without text are
 listed in ``report.empty_text``.
+
+CMU-MOSI also comes as Poria et al.'s utterance-level feature release (ACL 2017; the features of Rajan's
+thesis Ch. 5, SeqSEW: text 100-d CNN, audio 73-d openSMILE, video 100-d 3D-CNN), used when no
+``CMU_MOSI_Opinion_Labels.csd`` is found::
+
+    ROOT/.../{text,audio,video}_2way.pickle   (or text.pickle / audio.pickle / video.pickle)
+        (train_data (62, 63, D), train_label (62, 63, 2) one-hot or (62, 63), test_data (31, 63, D),
+         test_label, maxlen 63, train_length (62,), test_length (31,)): videos padded to 63 utterances
+
+The pickles are read with a restricted unpickler (NumPy arrays only; nothing else is executed). The release
+carries no video or utterance names: records are ``<train|test>_v<video>_u<utt>`` with ``dialogue`` the
+video and ``turn`` the utterance; ``label`` is ``negative``/``positive`` (one-hot index 0/1; ``extra.positive``
+0.0/1.0 as a regression target); there is no text or audio. Every modality's utterances are stacked into
+``features_dir/mosi_<modality>.npy`` ``(utterances, D)`` and a record points at its row (``#[i:i+1]``).
+Splits: the release's 31 test videos are ``test``; ``dev_videos`` (10, the thesis' 52/10 split, which names no
+videos) of the 62 train videos, drawn with ``seed``, are ``dev``, the rest ``train``.
 """
 
 from __future__ import annotations
@@ -246,12 +262,151 @@ def _load_folds(root: Path, files: list[Path], corpus: str, notes: list[str]) ->
     return split_of
 
 
+_PORIA_MODALITIES = ("text", "audio", "video")
+_NUMPY_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"),
+    ("numpy._core.multiarray", "scalar"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("copyreg", "_reconstructor"),
+    ("_codecs", "encode"),  # bytes in protocol-2 pickles written by Python 3
+}
+
+
+def _load_numpy_pickle(path: Path) -> object:
+    """Unpickle a (Python 2 or 3) pickle holding only NumPy arrays, tuples, lists and numbers."""
+    import importlib
+    import pickle
+
+    class _Restricted(pickle.Unpickler):
+        def find_class(self, module: str, name: str) -> object:
+            if (module, name) not in _NUMPY_GLOBALS:
+                raise CorpusError(f"{path}: refuses to unpickle {module}.{name} (only NumPy arrays are read)")
+            if module.startswith("numpy.core") and hasattr(np, "_core"):
+                module = module.replace("numpy.core", "numpy._core", 1)
+            return getattr(importlib.import_module(module), name)
+
+    with open(path, "rb") as f:
+        try:
+            return _Restricted(f, encoding="latin1").load()
+        except CorpusError:
+            raise
+        except Exception as e:
+            raise CorpusError(f"{path}: not a readable pickle ({type(e).__name__}: {e})") from e
+
+
+def _poria_file(files: list[Path], modality: str) -> Path | None:
+    return _find(files, f"{modality}_2way.pickle") or _find(files, f"{modality}.pickle")
+
+
+def _read_poria(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """``{"train"|"test": (data (V, U, D), labels (V, U) 0/1, lengths (V,))}`` of one modality pickle."""
+    obj = _load_numpy_pickle(path)
+    if not isinstance(obj, (tuple, list)) or len(obj) != 7:
+        raise CorpusError(
+            f"{path}: expected the tuple (train_data, train_label, test_data, test_label, maxlen, train_length, "
+            f"test_length), found {type(obj).__name__}" + (f" of {len(obj)}" if isinstance(obj, (tuple, list)) else "")
+        )
+    out = {}
+    for part, (data, lab, length) in {"train": (obj[0], obj[1], obj[5]), "test": (obj[2], obj[3], obj[6])}.items():
+        data, lab, length = np.asarray(data, dtype=np.float32), np.asarray(lab), np.asarray(length).astype(int)
+        if lab.ndim == 3:
+            lab = lab.argmax(-1)
+        if data.ndim != 3 or lab.shape != data.shape[:2] or length.shape != (data.shape[0],):
+            raise CorpusError(
+                f"{path}: {part} arrays do not fit: data {data.shape}, labels {lab.shape}, lengths {length.shape}; "
+                "expected (videos, utterances, D), (videos, utterances[, 2]), (videos,)"
+            )
+        if (length < 0).any() or (length > data.shape[1]).any():
+            raise CorpusError(f"{path}: {part} lengths outside [0, {data.shape[1]}]")
+        out[part] = (data, lab.astype(int), length)
+    return out
+
+
+def _prepare_mosi_poria(
+    root: Path,
+    files: list[Path],
+    scheme_name: str,
+    features_dir: str | Path | None,
+    dev_videos: int,
+    seed: int,
+) -> PreparedCorpus:
+    if scheme_name != "sentiment2":
+        raise ValueError("Poria's MOSI release has binary labels only: use labels=sentiment2")
+    found = {m: p for m in _PORIA_MODALITIES if (p := _poria_file(files, m)) is not None}
+    if features_dir is None:
+        raise CorpusError(
+            f"{root}: Poria MOSI pickles found; pass features_dir=DIR (CLI: --option features_dir=DIR) for the "
+            "mosi_<modality>.npy files the records point at"
+        )
+    notes = [f"Poria MOSI release: {', '.join(f'{m} {p.name}' for m, p in found.items())}"]
+    missing = [m for m in _PORIA_MODALITIES if m not in found]
+    if missing:
+        notes.append(f"{root}: no pickle for {', '.join(missing)}; those modalities are absent")
+    parts = {m: _read_poria(p) for m, p in found.items()}
+    first = next(iter(found))
+    for m in found:
+        for part in ("train", "test"):
+            a, b = parts[first][part], parts[m][part]
+            if not (np.array_equal(a[2], b[2]) and a[1].shape == b[1].shape and np.array_equal(a[1], b[1])):
+                raise CorpusError(f"{found[m]}: {part} labels or lengths differ from {found[first]}")
+    train_n = parts[first]["train"][0].shape[0]
+    if not 0 <= dev_videos < train_n:
+        raise ValueError(f"dev_videos must be in [0, {train_n - 1}], got {dev_videos}")
+    dev = set(np.random.default_rng(seed).permutation(train_n)[:dev_videos].tolist())
+    out_dir = Path(features_dir).expanduser().resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows: list[tuple[str, int, int]] = []  # (part, video, utt)
+    for part in ("train", "test"):
+        _, _, length = parts[first][part]
+        rows += [(part, v, u) for v in range(len(length)) for u in range(int(length[v]))]
+    paths: dict[str, Path] = {}
+    for m in found:
+        stacked = np.stack([parts[m][part][0][v, u] for part, v, u in rows]) if rows else np.zeros((0, 1))
+        paths[m] = out_dir / f"mosi_{m}.npy"
+        np.save(paths[m], stacked.astype(np.float32))
+    records: list[Utterance] = []
+    for i, (part, v, u) in enumerate(rows):
+        label = "positive" if int(parts[first][part][1][v, u]) == 1 else "negative"
+        split = "test" if part == "test" else ("dev" if v in dev else "train")
+        video = f"{part}_v{v:02d}"
+        records.append(
+            Utterance(
+                id=f"{video}_u{u:02d}",
+                label=label,
+                raw_label=label,
+                dialogue=video,
+                turn=u,
+                split=split,
+                features={m: f"{p}#[{i}:{i + 1}]" for m, p in paths.items()},
+                extra={"positive": 1.0 if label == "positive" else 0.0},
+            )
+        )
+    report = validate_records(records, labels=("negative", "positive"), check_audio=False)
+    report.empty_text = []  # a feature release: no transcripts
+    counts = Counter(r.split for r in records)
+    videos = {s: len({r.dialogue for r in records if r.split == s}) for s in ("train", "dev", "test")}
+    notes.append(
+        "utterances (videos): "
+        + ", ".join(f"{s} {counts[s]} ({videos[s]})" for s in ("train", "dev", "test"))
+        + f"; dev = {dev_videos} train video(s) drawn with seed {seed} (the thesis does not name its 10)"
+    )
+    report.notes += notes
+    scheme = get_scheme("sentiment2")
+    return PreparedCorpus("mosi", records, scheme.classes, scheme.name, report, {})
+
+
 def _prepare_cmu(
     corpus: str,
     root: str | Path,
     labels: str | None,
     allow_missing_audio: bool,
     progress: bool,
+    features_dir: str | Path | None = None,
+    dev_videos: int = 10,
+    seed: int = 0,
 ) -> PreparedCorpus:
     root = Path(root).expanduser().resolve()
     upper = corpus.upper()
@@ -264,6 +419,8 @@ def _prepare_cmu(
         raise CorpusError(f"{root}: not a folder; expected {label_name} and .../WAV_16000/<video_id>.wav under it")
     files = _walk(root)
     label_file = _find(files, label_name)
+    if label_file is None and corpus == "mosi" and any(_poria_file(files, m) for m in _PORIA_MODALITIES):
+        return _prepare_mosi_poria(root, files, scheme.name, features_dir, dev_videos, seed)
     if label_file is None:
         raise CorpusError(f"{root}: {label_name} not found (searched all sub-folders); see emofuse.data.corpora.mosei")
     notes: list[str] = []
@@ -374,6 +531,9 @@ def prepare_mosi(
     labels: str | None = None,
     allow_missing_audio: bool = False,
     progress: bool = True,
+    features_dir: str | Path | None = None,
+    dev_videos: int = 10,
+    seed: int = 0,
 ) -> PreparedCorpus:
     """Build the CMU-MOSI manifest (sentiment only) from the SDK's opinion labels, audio and transcripts.
 
@@ -382,12 +542,16 @@ def prepare_mosi(
         labels: ``sentiment2`` (default) or ``sentiment7``.
         allow_missing_audio: Keep segments whose video wav is missing, with ``audio=None``.
         progress: Show a progress bar.
+        features_dir: Poria release only: where ``mosi_<modality>.npy`` are written (required there).
+        dev_videos: Poria release only: train videos moved to ``dev`` (10, the thesis' 52 / 10 split).
+        seed: Poria release only: seed of the ``dev`` video draw.
 
     Returns:
         The prepared corpus.
 
     Raises:
-        CorpusError: ``CMU_MOSI_Opinion_Labels.csd`` is not found under ``root``.
-        ValueError: ``labels`` does not apply to MOSI.
+        CorpusError: Neither ``CMU_MOSI_Opinion_Labels.csd`` nor Poria's ``*_2way.pickle`` is found under
+            ``root``, or a pickle is malformed (named).
+        ValueError: ``labels`` does not apply to MOSI (Poria's release: only ``sentiment2``).
     """
-    return _prepare_cmu("mosi", root, labels, allow_missing_audio, progress)
+    return _prepare_cmu("mosi", root, labels, allow_missing_audio, progress, features_dir, dev_videos, seed)
