@@ -105,6 +105,18 @@ def test_options_dev_split_tail_dimension(tmp_path):
     assert len(window_bounds(7501, 75, 25)) == 299 and len(window_bounds(7501, 75, 25, "drop")) == 298  # thesis count
 
 
+def test_val_recordings_from_train(tmp_path):
+    root = _package(tmp_path, recs=("train_1", "train_2", "train_10", "dev_1"))
+    prep = prepare("recola", root, progress=False, features_dir=tmp_path / "npy", val_recordings=1)
+    split = {r.dialogue: r.split for r in prep.records}
+    assert split == {"train_1": "train", "train_2": "train", "train_10": "dev", "dev_1": "test"}  # natural order
+    assert "validation (split=dev): train recordings train_10" in prep.report.notes
+    with pytest.raises(ValueError, match="needs dev_split='test'"):
+        prepare("recola", root, progress=False, features_dir=tmp_path / "npy", val_recordings=1, dev_split="dev")
+    with pytest.raises(ValueError, match=r"val_recordings must be in \[0, 2\]"):
+        prepare("recola", root, progress=False, features_dir=tmp_path / "npy", val_recordings=3)
+
+
 def test_bad_input_is_named(tmp_path):
     root = _package(tmp_path)
     with pytest.raises(CorpusError, match="features_dir=DIR"):
@@ -133,3 +145,41 @@ def test_cli_writes_manifest_and_report(tmp_path):
     assert len(recs) == 9 and recs[0].features["audio"].endswith(".npy#[0:75]")
     report = json.loads((tmp_path / "recola" / "manifest.report.json").read_text())
     assert report["corpus"] == "recola" and report["counts"]["total"] == 9
+
+
+@pytest.mark.slow
+def test_prepared_windows_train_a_table_5_7_config(tmp_path):
+    """Loader -> manifest -> the Table 5.7 SeqSEW config (tiny sizes): both stages run on the sliced windows."""
+    import warnings
+    from pathlib import Path
+
+    from emofuse.config import load_config
+    from emofuse.training import run_experiment
+
+    root = _package(tmp_path, recs=("train_1", "train_2", "dev_1"))
+    out = tmp_path / "recola" / "manifest.jsonl"
+    res = CliRunner().invoke(
+        app,
+        ["prepare", "recola", str(root), "--out", str(out), "-q", "--option", f"features_dir={tmp_path / 'npy'}"]
+        + ["--option", "val_recordings=1"],
+    )
+    assert res.exit_code == 0, res.output
+    config = Path(__file__).resolve().parents[3] / "configs/thesis/seqsew/t5.7-ar-vgeo+aud-seqsew.yaml"
+    sets = [
+        f"data.manifest={out}",
+        "model.weak_dim=2",
+        "model.strong_dim=3",
+        "model.dim=8",
+        "model.ffn_dim=16",
+        "model.head_hidden=8",
+        "model.decoder_units=4",
+        "optim.lr=0.001",
+        "trainer.max_epochs=1",
+        "trainer.accelerator=cpu",
+        "trainer.logger=none",
+    ]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # no validation split (dev is the test split), speakers per recording
+        doc = run_experiment(load_config(config, sets), tmp_path / "run", progress=False)
+    m = doc["runs"][0]["metrics"]
+    assert m["n"] == 3 and {"pcc", "ccc", "mae"} <= set(m)  # the 3 dev windows are the test split

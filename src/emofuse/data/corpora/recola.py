@@ -35,6 +35,9 @@ ARFF / CSV features are converted once into ``features_dir/<modality>/<dimension
 Splits: train → ``train``; dev → ``dev_split`` (default ``test``: the thesis reports *and* selects on dev,
 the SEW configs read it as the test split; ``dev``: a validation split); test recordings have no public gold
 standard and are skipped with a note (``dev_split="dev"`` keeps those that have one, as ``test``).
+With dev as the test split there is no validation split, so early stopping has nothing to watch:
+``val_recordings=N`` moves the last ``N`` train recordings (``train_9``, ``train_8``, ...) to ``dev`` (a
+speaker-disjoint validation split, windowed like train).
 """
 
 from __future__ import annotations
@@ -215,6 +218,7 @@ def prepare_recola(
     frame: float = 0.04,
     tail: Literal["end", "partial", "drop"] = "end",
     dev_split: Literal["test", "dev"] = "test",
+    val_recordings: int = 0,
 ) -> PreparedCorpus:
     """Build the RECOLA window manifest from the AVEC 2016 package (layout in the module docstring).
 
@@ -233,6 +237,8 @@ def prepare_recola(
         frame: Frame period in seconds (40 ms).
         tail: Frames after the last full window: ``end``, ``partial`` or ``drop`` (see :func:`window_bounds`).
         dev_split: Split of the dev recordings (``test`` or ``dev``).
+        val_recordings: Train recordings moved to the ``dev`` split (the last ones by number; needs
+            ``dev_split="test"``).
 
     Returns:
         The prepared corpus; the report's notes count recordings and windows per partition, skipped
@@ -250,6 +256,8 @@ def prepare_recola(
         raise ValueError(f"dimension must be arousal or valence, got {dimension!r}")
     if dev_split not in ("test", "dev"):
         raise ValueError(f"dev_split must be test or dev, got {dev_split!r}")
+    if val_recordings and dev_split != "test":
+        raise ValueError("val_recordings needs dev_split='test' (the dev partition is already the validation split)")
     if isinstance(modalities, str):
         modalities = [m.strip() for m in modalities.split(",") if m.strip()]
     mods = list(modalities or ("audio", "video_app", "video_geo"))
@@ -293,6 +301,10 @@ def prepare_recola(
         key=lambda n: (n.split("_")[0], int(n.rsplit("_", 1)[-1]) if n.rsplit("_", 1)[-1].isdigit() else 0, n),
     )
     split_of = {"train": "train", "dev": dev_split, "test": "test"}
+    train_names = [n for n in names if n.startswith("train_") and n in gold[dimension]]
+    if not 0 <= val_recordings < max(len(train_names), 1):
+        raise ValueError(f"val_recordings must be in [0, {len(train_names) - 1}], got {val_recordings}")
+    to_val = set(train_names[len(train_names) - val_recordings :]) if val_recordings else set()
     records: list[Utterance] = []
     skipped: Counter[str] = Counter()
     absent: Counter[str] = Counter()
@@ -359,7 +371,7 @@ def prepare_recola(
                     session=part,
                     dialogue=name,
                     turn=turn,
-                    split=split_of[part],
+                    split="dev" if name in to_val else split_of[part],
                     features={m: f"{p}#[{a}:{b}]" for m, p in refs.items()},
                     extra=extra,
                 )
@@ -382,5 +394,7 @@ def prepare_recola(
             "recordings without a feature file (absent modality): "
             + ", ".join(f"{k}={v}" for k, v in sorted(absent.items()))
         )
+    if to_val:
+        notes.append(f"validation (split=dev): train recordings {', '.join(sorted(to_val))}")
     report.notes += notes
     return PreparedCorpus("recola", records, RECOLA2.classes, RECOLA2.name, report, {})
