@@ -149,7 +149,7 @@ def test_learns_a_raw_speech_target_with_the_pcc_loss():
         out = task(batch)
         out["loss"].backward()
         opt.step()
-        first = first if first is not None else float(out["loss"])
+        first = first if first is not None else float(out["loss"].detach())
     model.eval()
     with torch.no_grad():
         pred = model(batch).values[:, 0]

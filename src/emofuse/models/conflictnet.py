@@ -261,11 +261,11 @@ class ConflictNet(EmotionModel):
         """
         trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
         frozen = sum(p.numel() for p in self.parameters() if not p.requires_grad)
-        stats = sum(
-            m.running_mean.numel() + m.running_var.numel()  # type: ignore[union-attr]
-            for m in self.modules()
-            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
-        )
+        stats = 0
+        for m in self.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None:
+                assert m.running_var is not None
+                stats += m.running_mean.numel() + m.running_var.numel()
         return {"trainable": trainable, "non_trainable": frozen + stats, "total": trainable + frozen + stats}
 
     def waveform(self, audio: dict[str, Tensor]) -> Tensor:

@@ -138,7 +138,7 @@ def score_regression(
     targets, preds = predictions["targets"], predictions["preds"]
     if targets is None:
         return {}
-    per_target = []
+    per_target: list[dict[str, Any]] = []
     for k in range(preds.shape[-1]):
         keep = torch.isfinite(targets[:, k])
         if int(keep.sum()) == 0:
@@ -295,10 +295,10 @@ def evaluate_run(
                 rescale = resolve_rescale("train", [by_id[i] for i in fold_of[fold].train], cfg.data.target)
             else:
                 rescale = resolve_rescale(rescale, [], cfg.data.target)
-            metrics = score_regression(values, float(opts.get("threshold", 0.0)), rescale)
+            run_metrics = score_regression(values, float(opts.get("threshold", 0.0)), rescale)
         else:
-            metrics = score(predict(model, dataset, cfg.data, cfg.eval.batch_size, _device(cfg)), classes)
-        results.append({"fold": fold, "seed": seed, "checkpoint": str(ckpt), "metrics": metrics})
+            run_metrics = score(predict(model, dataset, cfg.data, cfg.eval.batch_size, _device(cfg)), classes)
+        results.append({"fold": fold, "seed": seed, "checkpoint": str(ckpt), "metrics": run_metrics})
     metrics = [r["metrics"] for r in results]
     doc = {
         "run_dir": str(run_dir),

@@ -144,15 +144,19 @@ def prepare_sspnet(
             wavs.setdefault(p.stem, p)
     lab_path = _find_labels(root, labels_file)
     header, rows = _read_rows(lab_path)
+    c_col: int | None = None
+    p_col: int | None = None
+    m_col: int | None = None
     if header is None:
-        f_col, s_col, c_col, p_col, m_col = 0, 1, None, None, None
+        f_col, s_col = 0, 1
     else:
-        f_col, s_col = _column(header, _FILE_COLS), _column(header, _SCORE_COLS)
-        if f_col is None or s_col is None:
+        found_f, found_s = _column(header, _FILE_COLS), _column(header, _SCORE_COLS)
+        if found_f is None or found_s is None:
             raise CorpusError(
                 f"{lab_path}: needs a file column ({', '.join(_FILE_COLS)}) and a score column "
                 f"({', '.join(_SCORE_COLS)}); header: {', '.join(header)}"
             )
+        f_col, s_col = found_f, found_s
         c_col, p_col = _column(header, ("class",)), _column(header, _SPLIT_COLS)
         m_col = _column(header, ("moderator",))
     scheme = resolve_scheme(labels, "sspnet-conflict")
