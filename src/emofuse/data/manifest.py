@@ -79,7 +79,8 @@ class Utterance(BaseModel):
         features: Pre-extracted feature sequences per modality, ``{"video": "feats/u1.npy", ...}``.
             Each value is a *feature reference*: a path (absolute, or relative to the manifest's folder)
             to a ``.npy`` file, or ``FILE#KEY`` for one array inside a container (``.npz`` member,
-            ``.safetensors`` tensor, ``.h5``/``.hdf5`` dataset path such as ``feats.h5#/video/u1``).
+            ``.safetensors`` tensor, ``.h5``/``.hdf5`` dataset path such as ``feats.h5#/video/u1``), optionally
+            ending in a frame slice ``[START:END]`` (``rec.npy#[75:150]``: rows 75-149, e.g. a RECOLA window).
             The array is ``(T, D)`` (a sequence) or ``(D,)`` (one vector). A modality that is absent
             for this utterance is left out (or ``null``): the batch then marks it absent with a mask
             instead of feeding zeros (:mod:`emofuse.features.files`).
