@@ -53,6 +53,13 @@ def test_batch_where_nobody_has_the_modality_keeps_one_masked_step(setup):
     assert "targets" not in batch
 
 
+def test_validate_names_missing_feature_files(setup, tmp_path):
+    recs, stores = setup
+    (tmp_path / "b_v.npy").unlink()
+    ds = MultimodalDataset(recs, feature_stores=stores)
+    assert ds.validate(decode=False) == {"b": f"video feature file not found: {tmp_path / 'b_v.npy'}"}
+
+
 def test_without_keeps_targets_aligned(setup):
     recs, stores = setup
     ds = MultimodalDataset(recs, feature_stores=stores, target="extra.valence").without(["a"])

@@ -309,6 +309,11 @@ class FileFeatureStore:
             raise FeatureFileError(f"utterance {utt_id!r}, {self.modality}: {where} contains NaN or inf")
         return x
 
+    def missing_file(self, utt_id: str) -> Path | None:
+        """The feature file of ``utt_id`` when it does not exist (``None``: present, or the modality is absent)."""
+        ref = self._refs.get(utt_id)
+        return ref[0] if ref is not None and not ref[0].is_file() else None
+
     def num_frames(self, utt_id: str) -> int:
         """Frames of ``utt_id`` after ``max_frames`` (reads the file)."""
         return int(self.get(utt_id).shape[0])

@@ -385,6 +385,10 @@ class MultimodalDataset(Dataset[dict[str, Any]]):
                 absent = [m for m, s in stores.items() if rec.id not in s and not getattr(s, "allow_missing", False)]
                 if absent:
                     reasons.append(f"no cached {what} for {absent}")
+                for m, s in stores.items():
+                    missing = s.missing_file(rec.id) if hasattr(s, "missing_file") else None
+                    if missing is not None:
+                        reasons.append(f"{m} feature file not found: {missing}")
             if reasons:
                 bad[rec.id] = "; ".join(reasons)
         return bad
