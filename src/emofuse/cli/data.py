@@ -55,7 +55,12 @@ def prepare_cmd(
         False, "--allow-missing-audio", help="Keep records whose audio is missing, with audio=null."
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing manifest."),
-    option: list[str] = typer.Option([], "--option", help="Recipe option key=value (e.g. seed=1 for synthetic)."),
+    option: list[str] = typer.Option(
+        [],
+        "--option",
+        help="Recipe option key=value (e.g. seed=1 for synthetic; video_features=DIR for iemocap; features_dir=DIR "
+        "for recola and Poria's mosi pickles; dimension=valence, val_recordings=1 for recola).",
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Parse a corpus into a validated manifest (one JSON record per utterance) plus a report."""
