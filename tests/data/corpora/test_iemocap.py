@@ -286,6 +286,16 @@ def test_video_features_parallel_and_next_to_wavs(tmp_path, monkeypatch):
     assert sorted(r.id for r in c.records if r.features) == ["Ses01F_impro01_M000", "Ses02M_impro02_F000"]
 
 
+def test_video_required_drops_utterances_without_frames(tmp_path):
+    root = write_iemocap(tmp_path / "IEMOCAP_full_release")
+    _faces(tmp_path / "faces", {"Ses01F_impro01_F000": 3, "Ses01F_impro01_F001": 0, "Ses02M_impro02_F000": 2})
+    c = prepare_iemocap(root, progress=False, video_features=tmp_path / "faces", video_required=True)
+    assert sorted(r.id for r in c.records) == ["Ses01F_impro01_F000", "Ses02M_impro02_F000"]  # F001: 0 frames
+    assert any(n.startswith("video_required: dropped 4 utterance(s) without video frames") for n in c.report.notes)
+    with pytest.raises(ValueError, match="video_required needs video_features"):
+        prepare_iemocap(root, progress=False, video_required=True)
+
+
 def test_video_features_errors_and_cli(tmp_path):
     from typer.testing import CliRunner
 

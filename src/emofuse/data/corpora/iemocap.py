@@ -39,7 +39,9 @@ Visual features (``video_features``, CLI ``--option video_features=DIR``): pre-e
 ``.npz`` / ``.safetensors`` / ``.h5``) anywhere under ``DIR``: a folder of its own, the ``wav`` folders themselves
 (files next to the wavs) or, for a relative name found in no other way, ``Session*/sentences/<DIR>/`` (a folder
 parallel to ``sentences/wav``). Each utterance with a file gets ``features["video"]``; one without has the
-modality absent (no key; masked, never zeros) and is counted in the report's notes.
+modality absent (no key; masked, never zeros) and is counted in the report's notes. ``video_required=True``
+drops utterances without a file or with a 0-frame ``.npy`` instead (the thesis code deletes samples with
+``video_seqN == 0``), also counted.
 """
 
 from __future__ import annotations
@@ -254,6 +256,18 @@ def _find_sessions(root: Path, notes: list[str]) -> list[Path]:
 _FEATURE_SUFFIXES = (".npy", ".npz", ".safetensors", ".h5", ".hdf5")
 
 
+def _zero_frames(path: Path) -> bool:
+    """True for a ``.npy`` whose array has no frames (other formats are not opened here)."""
+    if path.suffix.lower() != ".npy":
+        return False
+    import numpy as np
+
+    try:
+        return np.load(path, mmap_mode="r", allow_pickle=False).shape[:1] == (0,)
+    except (OSError, ValueError):
+        return False  # unreadable: left to the feature reader, which names the file
+
+
 def _index_video(folder: str | Path, sessions: list[Path], notes: list[str]) -> dict[str, Path]:
     """Utterance id → visual feature file under ``folder`` (or ``Session*/sentences/<folder>``)."""
     given = Path(folder).expanduser()
@@ -291,6 +305,7 @@ def prepare_iemocap(
     allow_missing_audio: bool = False,
     progress: bool = True,
     video_features: str | Path | None = None,
+    video_required: bool = False,
 ) -> PreparedCorpus:
     """Build the IEMOCAP manifest from the release in its original layout.
 
@@ -301,6 +316,8 @@ def prepare_iemocap(
             in ``report.missing_audio`` either way; without this flag they are dropped).
         progress: Show a progress bar.
         video_features: Folder of per-utterance visual feature files (module docstring); ``None``: no video.
+        video_required: Drop utterances without visual features (or with a 0-frame ``.npy``) instead of
+            keeping them with the modality absent.
 
     Returns:
         The prepared corpus: records in session / dialog / turn order, the scheme's classes, the report
@@ -320,6 +337,9 @@ def prepare_iemocap(
     notes: list[str] = []
     sessions = _find_sessions(root, notes)
     video = _index_video(video_features, sessions, notes) if video_features is not None else None
+    if video_required and video is None:
+        raise ValueError("video_required needs video_features=DIR")
+    no_video: list[str] = []
 
     jobs: list[tuple[Path, Path]] = []
     for session in sessions:
@@ -383,6 +403,9 @@ def prepare_iemocap(
                 **extra,
             }
             video_file = video.get(t.id) if video is not None else None
+            if video_required and (video_file is None or _zero_frames(video_file)):
+                no_video.append(t.id)
+                continue
             records.append(
                 Utterance(
                     id=t.id,
@@ -407,6 +430,9 @@ def prepare_iemocap(
         kinds = ", ".join(f"{k}={n}" for k, n in sorted(dropped.items()))
         what = "vote outcome" if vote_rule else "raw label"
         notes.append(f"{scheme.name}: dropped {sum(dropped.values())} utterance(s) by {what}: {kinds}")
+    if no_video:
+        shown = ", ".join(no_video[:5]) + (" ..." if len(no_video) > 5 else "")
+        notes.append(f"video_required: dropped {len(no_video)} utterance(s) without video frames: {shown}")
     if video is not None:
         without = [r.id for r in records if "video" not in r.features]
         shown = ", ".join(without[:5]) + (" ..." if len(without) > 5 else "")
