@@ -105,6 +105,16 @@ def test_options_dev_split_tail_dimension(tmp_path):
     assert len(window_bounds(7501, 75, 25)) == 299 and len(window_bounds(7501, 75, 25, "drop")) == 298  # thesis count
 
 
+def test_frame_records_for_sew(tmp_path):
+    """SEW is non-sequential: 40 ms windows with a 40 ms hop give one record per frame."""
+    root = _package(tmp_path, recs=("train_1",), no_gold=())
+    prep = prepare("recola", root, progress=False, features_dir=tmp_path / "npy", window=0.04, hop=0.04, dev_hop=0.04)
+    assert len(prep.records) == N and prep.records[7].id == "train_1[7:8]"
+    assert prep.records[7].extra["arousal"] == pytest.approx(7 / 1000 - 0.05)
+    store = FileFeatureStore(prep.records, "audio")
+    assert store.get("train_1[7:8]").tolist() == [[7.0, 14.0, 1.0]]
+
+
 def test_val_recordings_from_train(tmp_path):
     root = _package(tmp_path, recs=("train_1", "train_2", "train_10", "dev_1"))
     prep = prepare("recola", root, progress=False, features_dir=tmp_path / "npy", val_recordings=1)

@@ -28,7 +28,8 @@ is one record, id ``<rec>[<first>:<end>]`` (frame indices), ``start``/``end`` in
 ``dialogue`` the recording, ``turn`` the window index, and ``features[m] = "<file>.npy#[first:end]"`` so the
 reader slices exactly the window's frames. ``extra`` holds ``arousal`` and ``valence`` (the gold standard
 averaged over the window's frames), ``dimension`` and ``frames``. ``label`` is the chosen dimension
-binarised at 0 (``recola2``: ``low`` < 0 <= ``high``) for UAR / WAR and stratification.
+binarised at 0 (``recola2``: ``low`` < 0 <= ``high``) for UAR / WAR and stratification. SEW (non-sequential,
+one record per 40 ms frame): ``window = hop = dev_hop = 0.04``.
 
 ARFF / CSV features are converted once into ``features_dir/<modality>/<dimension>/<rec>.npy`` (float32,
 ``(frames, D)``; rewritten only when the source is newer); ``.npy`` features are referenced in place.
