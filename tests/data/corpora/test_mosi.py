@@ -95,3 +95,11 @@ def test_bad_release_is_named(tmp_path):
     (raw / "video_2way.pickle").write_bytes(b"not a pickle")
     with pytest.raises(CorpusError, match=r"video_2way\.pickle: not a readable pickle"):
         prepare("mosi", root, progress=False, features_dir=tmp_path / "f")
+
+
+def test_empty_root_names_both_layouts(tmp_path):
+    (tmp_path / "x").mkdir()
+    with pytest.raises(
+        CorpusError, match=r"CMU_MOSI_Opinion_Labels\.csd nor Poria's \{text,audio,video\}_2way\.pickle"
+    ):
+        prepare("mosi", tmp_path / "x", progress=False)

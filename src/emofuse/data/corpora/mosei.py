@@ -422,7 +422,10 @@ def _prepare_cmu(
     if label_file is None and corpus == "mosi" and any(_poria_file(files, m) for m in _PORIA_MODALITIES):
         return _prepare_mosi_poria(root, files, scheme.name, features_dir, dev_videos, seed)
     if label_file is None:
-        raise CorpusError(f"{root}: {label_name} not found (searched all sub-folders); see emofuse.data.corpora.mosei")
+        alt = " nor Poria's {text,audio,video}_2way.pickle" if corpus == "mosi" else ""
+        raise CorpusError(
+            f"{root}: {label_name}{alt} not found (searched all sub-folders); see emofuse.data.corpora.mosei"
+        )
     notes: list[str] = []
     labelled = _read_csd(label_file, notes)
     width = 7 if corpus == "mosei" else 1
