@@ -117,6 +117,7 @@ def test_quickstart_configs_follow_the_packaged_yaml(tmp_path):
         assert c.data.protocol == "speaker-out" and c.data.labels == "synthetic4" and c.seeds == [1, 2]
         assert [s.name for s in c.stages] == ["distill", "finetune"]
         assert c.stages[0].trainer["max_epochs"] == 4 and c.stages[1].trainer["max_epochs"] == 5  # packaged
+        assert c.stages[1].resolve(c.optim, c.trainer)[1].monitor == "val/macro_f1"
         assert c.model.options["audio_teacher"] == "openai/whisper-tiny.en"
         assert c.model.options["text_teacher"] == "all-MiniLM-L6-v2"
         assert c.encoders.cache_dir == tmp_path / "cache"
