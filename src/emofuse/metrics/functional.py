@@ -498,7 +498,7 @@ def regression_metrics(
     Example:
         >>> m = regression_metrics([-0.5, -0.2, 0.1, 0.7], [-0.1, 0.3, 0.2, 0.0])
         >>> round(m["mae"], 3), m["war"], m["uar"]
-        (0.475, 0.75, 0.75)
+        (0.425, 0.75, 0.75)
     """
     t, p = _pair(y_true, y_pred)
     if t.size == 0:

@@ -62,7 +62,7 @@ def keras_inverse_time_lr(lr: float, decay: float, step: int) -> float:
 
     Example:
         >>> round(keras_inverse_time_lr(0.01, 0.6, 25), 6)  # about one epoch of SSPNet (793 / 32)
-        0.00625
+        0.000625
     """
     return lr / (1.0 + decay * step)
 
