@@ -229,3 +229,37 @@ def test_compare_missing_puts_runs_side_by_side():
     assert lines[2] == "| ● | ● | ● | – | 0.500 (0.010) | 0.600 (0.020) | 0.550 (0.010) | 0.650 (0.020) |"
     assert lines[3] == "| ● | ● | ○ | – | 0.400 (0.010) | 0.500 (0.020) | 0.500 (0.010) | 0.600 (0.020) |"
     assert lines[4] == "| ○ | ○ | ● | – | – | – | 0.300 (0.010) | 0.400 (0.020) |"
+
+
+def test_knn_transform_groups_rows_by_what_they_have():
+    import numpy as np
+
+    from emofuse.pipeline.imputation import KNNImputer
+    from emofuse.training.missing import _knn_transform
+
+    torch.manual_seed(0)
+    model = create_model("tri_fusion_intra", num_classes=3, **TINY).eval()
+    recs = [Utterance(id=f"u{i}", text="x", label=CLASSES[i % 3]) for i in range(3)]
+    labels = {r.id: r.label for r in recs}
+    stores = {m: HashStore(m, labels, {"u2"} if m == "video" else ()) for m in DIMS}  # u2 has no video
+    ds = MultimodalDataset(recs, list(CLASSES), feature_stores=stores)
+    batch = ds.collate([ds[i] for i in range(3)])
+    rng = np.random.default_rng(0)
+    imputer = KNNImputer(k=2).fit({m: rng.normal(size=(10, 8)) for m in DIMS})
+    with torch.no_grad():
+        out = _knn_transform(model, imputer, True, ["audio"])(batch)
+        own = model(drop_modalities(batch, ["audio"], "absent")).pooled
+    over = out["latent_override"]
+    assert sorted(over) == ["audio", "video"]
+    both = imputer.impute({"text": own["text"][:2], "video": own["video"][:2]}, ["audio"])["audio"]
+    alone = imputer.impute({"text": own["text"][2:]}, ["audio", "video"])
+    assert np.allclose(over["audio"][:2].numpy(), both, atol=1e-6)
+    assert np.allclose(over["audio"][2:].numpy(), alone["audio"], atol=1e-6)
+    assert np.allclose(over["video"][2:].numpy(), alone["video"], atol=1e-6)
+    assert torch.allclose(over["video"][:2], own["video"][:2])  # present video keeps its own vector
+    # a modality the data never has is not an error: it is left out of the neighbour search
+    no_video = {k: v for k, v in batch.items()}
+    no_video["features"] = {k: v for k, v in batch["features"].items() if not k.startswith("video")}
+    with torch.no_grad():
+        out2 = _knn_transform(model, imputer, True, ["audio"])(no_video)
+    assert sorted(out2["latent_override"]) == ["audio"]

@@ -96,6 +96,22 @@ def _present(batch: dict[str, Any], modality: str) -> Tensor:
     return p & given.bool() if given is not None else p
 
 
+def _data_modalities(model: EmotionModel, batch: dict[str, Any]) -> list[str]:
+    """The model's modalities the batch has feature inputs for (one the data never has is left out)."""
+    feats = batch.get("features") or {}
+    return [m for m in model.modalities if m in feats]
+
+
+def drop_available(batch: dict[str, Any], drop: Sequence[str], mode: str) -> dict[str, Any]:
+    """:func:`~emofuse.pipeline.missing.drop_modalities` of the modalities the batch has inputs for.
+
+    A modality the data never has (e.g. no video files at all) is already missing: nothing to drop.
+    """
+    feats = batch.get("features") or {}
+    have = [m for m in drop if m in feats or isinstance(batch.get(m), dict)]
+    return drop_modalities(batch, have, mode)  # type: ignore[arg-type]
+
+
 def fit_imputer(
     model: EmotionModel,
     dataset: Any,
@@ -105,23 +121,27 @@ def fit_imputer(
 ) -> tuple[KNNImputer, bool]:
     """A :class:`KNNImputer` fitted on ``dataset`` (training split) samples that have every modality.
 
+    Only modalities the data has are used ("every modality" = every modality with feature inputs).
+
     Returns:
         The imputer and whether it works on the model's latent vectors (else on time-averaged inputs).
     """
     latent = supports_latent_imputation(model)
-    mods = list(model.modalities)
     model = model.to(device).eval()
-    rows: dict[str, list[np.ndarray]] = {m: [] for m in mods}
+    rows: dict[str, list[np.ndarray]] = {}
     with torch.inference_mode():
         for batch in make_loader(dataset, cfg.data, shuffle=False, batch_size=cfg.eval.batch_size):
             batch = _to(batch, torch.device(device))
+            mods = _data_modalities(model, batch)
+            if not mods:
+                raise KeyError(f"KNN imputation needs batch['features'][m] for one of {list(model.modalities)}")
             keep = torch.stack([_present(batch, m) for m in mods]).all(0)  # (B,)
             if not bool(keep.any()):
                 continue
             vecs = _modality_vectors(model, batch, mods, latent)
             for m in mods:
-                rows[m].append(vecs[m][keep].float().cpu().numpy())
-    if not rows[mods[0]]:
+                rows.setdefault(m, []).append(vecs[m][keep].float().cpu().numpy())
+    if not rows:
         raise ValueError("KNN imputation: no training sample has every modality present")
     return KNNImputer(k).fit({m: np.concatenate(v) for m, v in rows.items()}), latent
 
@@ -129,17 +149,36 @@ def fit_imputer(
 def _knn_transform(
     model: EmotionModel, imputer: KNNImputer, latent: bool, drop: Sequence[str]
 ) -> Callable[[dict[str, Any]], dict[str, Any]]:
-    keep = [m for m in model.modalities if m not in drop]
+    """Drop ``drop`` (absent), then impute every modality a sample lacks from the ones it has.
+
+    Rows are grouped by which modalities they have (a sample may also lack one in the data itself).
+    """
 
     def transform(batch: dict[str, Any]) -> dict[str, Any]:
-        dropped = drop_modalities(batch, drop, "absent")
-        avail = _modality_vectors(model, dropped, keep, latent)
-        values = imputer.impute({m: v.float() for m, v in avail.items()}, list(drop))
-        ref = next(iter(avail.values()))
-        tensors = {m: torch.as_tensor(v, dtype=ref.dtype, device=ref.device) for m, v in values.items()}
+        dropped = drop_available(batch, drop, "absent")
+        cands = [m for m in _data_modalities(model, dropped) if m in imputer.train]
+        present = {m: _present(dropped, m) for m in cands}  # (B,) each
+        vecs = _modality_vectors(model, dropped, cands, latent)
+        filled = {m: vecs[m].clone() for m in cands}
+        rows_of: dict[str, Tensor] = {m: torch.zeros_like(present[m]) for m in cands}
+        pattern = torch.stack([present[m] for m in cands], 1)  # (B, M)
+        for pat in torch.unique(pattern, dim=0):
+            have = [m for m, p in zip(cands, pat.tolist(), strict=True) if p]
+            miss = [m for m, p in zip(cands, pat.tolist(), strict=True) if not p]
+            if not have or not miss:
+                continue
+            idx = (pattern == pat).all(1)  # (B,)
+            values = imputer.impute({m: vecs[m][idx].float() for m in have}, miss)
+            for m in miss:
+                filled[m][idx] = torch.as_tensor(values[m], dtype=filled[m].dtype, device=filled[m].device)
+                rows_of[m] = rows_of[m] | idx
+        imputed = [m for m in cands if bool(rows_of[m].any())]
         if latent:
-            return {**dropped, "latent_override": tensors}
-        return impute_inputs(dropped, tensors)
+            return {**dropped, "latent_override": {m: filled[m] for m in imputed}}
+        out = dropped
+        for m in imputed:
+            out = impute_inputs(out, {m: filled[m]}, rows_of[m])
+        return out
 
     return transform
 
@@ -242,7 +281,7 @@ def evaluate_missing(
                 imputer, latent = imputers[k_row]
                 scored = _Transformed(model, _knn_transform(model, imputer, latent, drop))
             else:
-                scored = _Transformed(model, lambda b, d=drop, h=how: drop_modalities(b, d, h))  # type: ignore[misc]
+                scored = _Transformed(model, lambda b, d=drop, h=how: drop_available(b, d, h))  # type: ignore[misc]
             preds = predict(scored, dataset, cfg.data, cfg.eval.batch_size, device)
             row = rows.setdefault(name, {"name": name, "drop": list(drop), "mode": how, "k": k_row, "runs": []})
             row["runs"].append(
