@@ -187,3 +187,39 @@ def test_optional_loggers_name_their_package(tmp_path, name, package):
     else:
         with pytest.raises(MissingDependencyError, match=rf"trainer.logger '{name}' needs the '{package}"):
             make_loggers([name], tmp_path)
+
+
+class EpochLog(L.Callback):
+    """Training batches seen per epoch, and the epochs whose validation ran."""
+
+    def __init__(self):
+        self.batches, self.validated = {}, []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.batches[trainer.current_epoch] = batch_idx + 1
+
+    def on_validation_epoch_end(self, trainer, pl_module):
+        if not trainer.sanity_checking:
+            self.validated.append(trainer.current_epoch)
+
+
+def test_dynamic_batches_validate_every_epoch(tmp_path, manifest):
+    # Dynamic batches change in number from epoch to epoch; Lightning sizes an epoch from the loader's
+    # length, so without reloading it would skip validation in every epoch shorter than the first.
+    from emofuse.data.manifest import read_manifest
+    from emofuse.data.protocols import make_folds
+    from emofuse.data.sampling import DynamicBatchSampler
+
+    cfg = fake_config(manifest, **{"data.max_batch_samples": 50000, "trainer.max_epochs": 6})
+    log = EpochLog()
+    run_experiment(cfg, tmp_path / "run", components=FakeComponents(), progress=False, callbacks=[log])
+    assert log.validated == list(range(6))
+    fold = make_folds(read_manifest(manifest), "random-stratified")[0]
+    lengths = [16000 + 1000 * (i % 5) for i in range(len(fold.train))]
+    sampler = DynamicBatchSampler(lengths, 50000, shuffle=True, seed=0)
+    expected = {}
+    for epoch in range(6):
+        sampler.set_epoch(epoch)
+        expected[epoch] = len(sampler)
+    assert len(set(expected.values())) > 1  # the batch count really varies, so the test means something
+    assert log.batches == expected

@@ -48,6 +48,7 @@ def make_loader(
     num_replicas: int = 1,
     rank: int = 0,
     batch_size: int | None = None,
+    epoch: int = 0,
 ) -> DataLoader:
     """A dataloader with the configured batch sampler.
 
@@ -59,6 +60,7 @@ def make_loader(
         num_replicas: DDP world size.
         rank: This process' rank.
         batch_size: Force fixed batches of this size (overrides the data section).
+        epoch: The epoch whose batches the loader starts with (its length is that epoch's batch count).
     """
     collate = getattr(dataset, "collate", None)
     if not callable(collate):
@@ -78,6 +80,7 @@ def make_loader(
             num_replicas=num_replicas,
             rank=rank,
         )
+    sampler.set_epoch(epoch)
     return DataLoader(
         dataset,
         batch_sampler=_EpochAware(sampler),
@@ -137,8 +140,14 @@ class FoldDataModule(L.LightningDataModule):
         return trainer.world_size, trainer.global_rank
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        # Dynamic batches differ in number from epoch to epoch, while Lightning sizes its epoch (and
+        # when it validates) from the loader's length. The engine therefore reloads the training loader
+        # every epoch (``reload_dataloaders_every_n_epochs=1``), and each new loader starts at the
+        # trainer's current epoch, so its length is the number of batches that epoch really has.
         world, rank = self._replicas()
-        return make_loader(self.dataset(split), self.data, shuffle, self.seed, world, rank)
+        trainer = getattr(self, "trainer", None)
+        epoch = int(trainer.current_epoch) if trainer is not None else 0
+        return make_loader(self.dataset(split), self.data, shuffle, self.seed, world, rank, epoch=epoch)
 
     def train_dataloader(self) -> DataLoader:  # noqa: D102
         if not self.split_records["train"]:

@@ -196,6 +196,7 @@ class _Run:
             limit_train_batches=tcfg.limit_train_batches,
             limit_val_batches=tcfg.limit_val_batches,
             num_sanity_val_steps=tcfg.num_sanity_val_steps,
+            reload_dataloaders_every_n_epochs=1,  # dynamic batching: each epoch has its own batch count
             callbacks=callbacks,
             logger=make_loggers(tcfg.logger, sdir, f"{cfg.name}/{self.fold.name}/seed{self.seed}/{stage.name}")
             or False,
