@@ -183,6 +183,16 @@ def _knn_transform(
     return transform
 
 
+def _never_in_data(model: EmotionModel, dataset: Any) -> set[str]:
+    """The model's modalities a (collated) first item of ``dataset`` has no input for."""
+    try:
+        batch = dataset.collate([dataset[0]])
+    except (IndexError, KeyError, TypeError, AttributeError):
+        return set()
+    feats = batch.get("features") or {}
+    return {m for m in model.modalities if m not in feats and not isinstance(batch.get(m), dict)}
+
+
 def evaluate_missing(
     run_dir: str | Path,
     conditions: Sequence[Sequence[str]] | None = None,
@@ -239,6 +249,7 @@ def evaluate_missing(
     device = "cuda" if cfg.trainer.accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available() else "cpu"
 
     modalities: list[str] = []
+    never: set[str] = set()  # modalities no scored batch has inputs for (e.g. no video files at all)
     rows: dict[str, dict[str, Any]] = {}
     for fold_name, seed, ckpt in runs:
         model, _ = load_checkpoint(ckpt)
@@ -259,6 +270,7 @@ def evaluate_missing(
         else:
             test = other
         dataset = components.dataset(cfg, stage, model, test, classes, "test")
+        never |= _never_in_data(model, dataset)
         plan: list[tuple[str, tuple[str, ...], str, int | None]] = [("full", (), "none", None)]
         for c in conds:
             name = "-" + "-".join(c)
@@ -297,6 +309,7 @@ def evaluate_missing(
         "classes": classes,
         "scored": str(manifest) if manifest is not None else "each run's fold test split",
         "n_runs": len(runs),
+        "absent_in_data": sorted(never),
         "conditions": list(rows.values()),
     }
     if out_dir is not None:
@@ -316,6 +329,7 @@ def _cell(agg: dict[str, Any], key: str, digits: int) -> str:
 def missing_markdown(doc: dict[str, Any], digits: int = 3) -> str:
     """Table 4.4 / 4.5-style Markdown: one row per condition, ● present / ○ missing, WA / UA / macro F1."""
     mods = list(doc.get("modalities", []))
+    never = set(doc.get("absent_in_data", []))
     lines = [f"# {doc.get('name', 'experiment')}: missing modalities", ""]
     lines += [
         f"{doc.get('n_runs', 0)} run(s) of {doc.get('run_dir')}, scored on {doc.get('scored')}; missing modalities "
@@ -325,7 +339,7 @@ def missing_markdown(doc: dict[str, Any], digits: int = 3) -> str:
     header = [m.capitalize() for m in mods] + ["Missing as", "WA", "UA", "Macro F1"]
     lines += ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     for row in doc.get("conditions", []):
-        marks = ["○" if m in row["drop"] else "●" for m in mods]
+        marks = ["–" if m in never else "○" if m in row["drop"] else "●" for m in mods]
         how = "–" if row["mode"] == "none" else row["mode"] + (f" (K={row['k']})" if row.get("k") else "")
         agg = row.get("aggregate", {})
         lines.append(
@@ -333,8 +347,8 @@ def missing_markdown(doc: dict[str, Any], digits: int = 3) -> str:
         )
     lines += [
         "",
-        "WA = overall accuracy, UA = mean per-class recall (the thesis calls overall accuracy UWA and the "
-        "balanced one WA).",
+        "● present, ○ missing" + (", – never in the data" if never else "") + ". WA = overall accuracy, UA = mean "
+        "per-class recall (the thesis calls overall accuracy UWA and the balanced one WA).",
         "",
     ]
     return "\n".join(lines)
