@@ -21,8 +21,10 @@ demo: setup
 	$(BIN)/emofuse doctor
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/emofuse quickstart --out $(DEMO_DIR)
 
+# One torch thread per process by default: the tests use tiny models, and on a shared or loaded machine
+# several spinning threads per process are many times slower (set OMP_NUM_THREADS to override).
 test: setup
-	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest -q
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(BIN)/python -m pytest -q --durations=15
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks
