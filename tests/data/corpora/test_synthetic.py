@@ -325,3 +325,34 @@ def test_root_that_is_a_file(tmp_path):
     f.write_text("x")
     with pytest.raises(NotADirectoryError):
         prepare_synthetic(f, **SMALL)
+
+
+# --- continuous targets (regression) ----------------------------------------------------------
+
+
+def test_vocal_arousal_hand_computed():
+    from emofuse.data.corpora.synthetic import vocal_arousal
+
+    # spans: rate 110-210, volume 70-200, range 20-80
+    assert vocal_arousal({"rate": 210, "volume": 200, "range": 80}) == 1.0
+    assert vocal_arousal({"rate": 110, "volume": 70, "range": 20}) == -1.0
+    # neutral table prosody: rate 0, volume 2 * 40 / 130 - 1, range 0
+    assert vocal_arousal({"rate": 160, "volume": 110, "range": 50}) == round((2 * 40 / 130 - 1) / 3, 4)
+    assert vocal_arousal({"rate": 400, "volume": 200, "range": 100}) == 1.0  # clipped
+    with pytest.raises(KeyError):
+        vocal_arousal({"rate": 160, "volume": 110})
+
+
+def test_records_carry_continuous_targets(default):
+    from emofuse.data.corpora.synthetic import AFFECT, vocal_arousal
+
+    prep, _, _ = default
+    for r in prep.records:
+        assert (r.extra["valence"], r.extra["arousal"]) == AFFECT[r.label]
+        assert r.extra["vocal_arousal"] == vocal_arousal(r.extra["prosody"])
+        assert -1.0 <= r.extra["vocal_arousal"] <= 1.0
+    # the vocal arousal follows the voice's emotion (sad lowest, angry highest) and varies within a class
+    by = {e: [r.extra["vocal_arousal"] for r in prep.records if r.extra["prosody_emotion"] == e] for e in EMOTIONS}
+    means = {e: float(np.mean(v)) for e, v in by.items()}
+    assert means["sad"] < means["neutral"] < means["happy"] < means["angry"]
+    assert all(np.std(v) > 0.02 for v in by.values())

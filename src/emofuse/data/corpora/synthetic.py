@@ -30,6 +30,15 @@ and jitter plus noise make the acoustic classes overlap further. Every record sa
 ``extra``: ``text_emotion``, ``prosody_emotion``, ``conflict``, ``conflict_type``, the voice, its
 gender and accent, the prosody actually used and its jitter, the SNR and the gain.
 
+**Continuous targets** (for the regression tasks, ``data.target: extra.<field>``), all in [-1, 1]:
+
+* ``valence`` / ``arousal``: the label's place on Russell's circumplex (:data:`AFFECT`: neutral (0, 0),
+  happy (0.8, 0.5), sad (-0.7, -0.6), angry (-0.6, 0.8)); both modalities carry it where they carry the label;
+* ``vocal_arousal``: the arousal of the voice as rendered (:func:`vocal_arousal`): the mean of rate, volume
+  and pitch range actually used, each mapped linearly from the prosody table's span to [-1, 1], clipped. It
+  follows the jittered prosody (continuous, and the prosody emotion in a prosody conflict), so only the
+  audio carries it.
+
 Ids and file names (``spk0_007``) do not reveal the label: the utterances of a speaker are numbered
 in a seeded random order.
 
@@ -62,6 +71,7 @@ from emofuse.utils.io import atomic_write_json
 from emofuse.utils.progress import track
 
 __all__ = [
+    "AFFECT",
     "EMOTIONS",
     "EMOTION_WORDS",
     "GENERATOR_VERSION",
@@ -71,6 +81,7 @@ __all__ = [
     "EmotionProsody",
     "Voice",
     "prepare_synthetic",
+    "vocal_arousal",
 ]
 
 GENERATOR_VERSION = 1
@@ -144,6 +155,45 @@ PROSODY: dict[str, EmotionProsody] = {
 # Per-utterance jitter (standard deviations): absolute for pitch and range, relative for rate and volume.
 _JITTER_SD = {"pitch": 8.0, "range": 10.0, "rate": 0.08, "volume": 0.12}
 _LIMITS = {"pitch": (0, 100), "range": (0, 100), "rate": (80, 450), "volume": (0, 200)}
+#: (valence, arousal) of each emotion on Russell's circumplex, in [-1, 1]: the ``valence`` / ``arousal`` targets.
+AFFECT: dict[str, tuple[float, float]] = {
+    "neutral": (0.0, 0.0),
+    "happy": (0.8, 0.5),
+    "sad": (-0.7, -0.6),
+    "angry": (-0.6, 0.8),
+}
+_AROUSAL_CUES = ("rate", "volume", "range")  # prosody parameters that rise with arousal
+
+
+def vocal_arousal(prosody: dict[str, float]) -> float:
+    """Arousal of a rendered voice: the mean of its rate, volume and pitch range, each scaled to [-1, 1].
+
+    Each cue is mapped linearly from its span in :data:`PROSODY` (rate 110-210, volume 70-200, range 20-80)
+    to [-1, 1]; the mean is clipped to [-1, 1] (jitter can leave the span) and rounded to 4 decimals.
+
+    Args:
+        prosody: The prosody actually used (``extra["prosody"]``): ``rate``, ``volume``, ``range`` (others ignored).
+
+    Returns:
+        The vocal arousal in [-1, 1].
+
+    Raises:
+        KeyError: A cue is missing.
+
+    Example:
+        >>> vocal_arousal({"pitch": 25, "rate": 110, "volume": 70, "range": 20})
+        -1.0
+        >>> vocal_arousal({"pitch": 50, "rate": 160, "volume": 135, "range": 50})
+        0.0
+    """
+    zs = []
+    for cue in _AROUSAL_CUES:
+        values = [getattr(p, cue) for p in PROSODY.values()]
+        lo, hi = min(values), max(values)
+        zs.append(2.0 * (float(prosody[cue]) - lo) / (hi - lo) - 1.0)
+    return round(float(np.clip(np.mean(zs), -1.0, 1.0)), 4)
+
+
 _HEADROOM = 0.8  # scale before the gain change so that the loudest voices do not clip
 _GAIN_DB = 1.5  # gain change drawn uniformly from [-_GAIN_DB, _GAIN_DB]
 
@@ -351,6 +401,9 @@ def _record(item: _Item, audio: str, duration: float) -> Utterance:
             "snr_db": item.snr_db,
             "gain_db": item.gain_db,
             "duration": round(duration, 4),
+            "valence": AFFECT[item.label][0],
+            "arousal": AFFECT[item.label][1],
+            "vocal_arousal": vocal_arousal(item.prosody),
         },
     )
 
