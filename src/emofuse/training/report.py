@@ -11,7 +11,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from emofuse.metrics import aggregate, format_mean_std
+from emofuse.metrics import aggregate
+from emofuse.metrics.tables import encoder_notes, markdown_table, mean_std_cell
 from emofuse.utils.io import atomic_write, atomic_write_json
 
 __all__ = ["render_markdown", "results_document", "write_results"]
@@ -46,23 +47,6 @@ def results_document(
     }
 
 
-def _cell(agg: Mapping[str, Any], *path: str, digits: int) -> str:
-    node: Any = agg
-    for key in path:
-        if not isinstance(node, Mapping) or key not in node:
-            return "–"
-        node = node[key]
-    if not isinstance(node, Mapping) or "mean" not in node:
-        return "–"
-    return format_mean_std(node["mean"], node["std"], digits)
-
-
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return lines
-
-
 def render_markdown(doc: Mapping[str, Any], digits: int = 4) -> str:
     """Paper-format Markdown of a ``results.json`` document."""
     name = str(doc.get("name", "experiment"))
@@ -82,15 +66,15 @@ def render_markdown(doc: Mapping[str, Any], digits: int = 4) -> str:
     if isinstance(agg, Mapping) and "pcc" in agg:
         return "\n".join(lines + _regression_lines(name, agg, folds, runs, digits))
     lines += ["## Per-class F1 (MulT convention: one-vs-rest, support-weighted)", ""]
-    per_class = [_cell(agg, "mult_f1", "per_class", c, digits=digits) for c in classes]
-    lines += _table(
+    per_class = [mean_std_cell(agg, "mult_f1", "per_class", c, digits=digits) for c in classes]
+    lines += markdown_table(
         ["Experiment", *[c.capitalize() for c in classes], "Macro-F1"],
-        [[name, *per_class, _cell(agg, "mult_f1", "macro", digits=digits)]],
+        [[name, *per_class, mean_std_cell(agg, "mult_f1", "macro", digits=digits)]],
     )
     lines += ["", "## Overall", ""]
     overall = [("WA", "wa"), ("UA", "ua"), ("Weighted F1", "weighted_f1"), ("Macro F1", "macro_f1")]
-    lines += _table(
-        ["Experiment", *[h for h, _ in overall]], [[name, *[_cell(agg, k, digits=digits) for _, k in overall]]]
+    lines += markdown_table(
+        ["Experiment", *[h for h, _ in overall]], [[name, *[mean_std_cell(agg, k, digits=digits) for _, k in overall]]]
     )
     if len(folds) > 1:
         lines += ["", "## Per fold (mean (std) over seeds)", ""]
@@ -99,9 +83,9 @@ def render_markdown(doc: Mapping[str, Any], digits: int = 4) -> str:
             fold_runs = [r["metrics"] for r in runs if str(r["fold"]) == fold and r.get("metrics")]
             fagg = aggregate(fold_runs) if fold_runs else {}
             keys = (("mult_f1", "macro"), ("wa",), ("ua",), ("macro_f1",))
-            rows.append([fold, *[_cell(fagg, *k, digits=digits) for k in keys]])
-        lines += _table(["Fold", "MulT Macro-F1", "WA", "UA", "Macro F1"], rows)
-    notes = _encoder_notes(doc.get("encoders", {}))
+            rows.append([fold, *[mean_std_cell(fagg, *k, digits=digits) for k in keys]])
+        lines += markdown_table(["Fold", "MulT Macro-F1", "WA", "UA", "Macro F1"], rows)
+    notes = encoder_notes(doc.get("encoders", {}))
     if notes:
         lines += ["", "## Encoders", "", *notes]
     lines += [
@@ -120,8 +104,9 @@ def _regression_lines(
 ) -> list[str]:
     """The regression table: PCC, CCC, MAE and UAR / WAR of the binarised scores."""
     lines = ["## Regression", ""]
-    lines += _table(
-        ["Experiment", *[h for h, _ in _REGRESSION]], [[name, *[_cell(agg, k, digits=digits) for _, k in _REGRESSION]]]
+    lines += markdown_table(
+        ["Experiment", *[h for h, _ in _REGRESSION]],
+        [[name, *[mean_std_cell(agg, k, digits=digits) for _, k in _REGRESSION]]],
     )
     if len(folds) > 1:
         lines += ["", "## Per fold (mean (std) over seeds)", ""]
@@ -129,8 +114,8 @@ def _regression_lines(
         for fold in folds:
             fold_runs = [r["metrics"] for r in runs if str(r["fold"]) == fold and r.get("metrics")]
             fagg = aggregate(fold_runs) if fold_runs else {}
-            rows.append([fold, *[_cell(fagg, k, digits=digits) for _, k in _REGRESSION]])
-        lines += _table(["Fold", *[h for h, _ in _REGRESSION]], rows)
+            rows.append([fold, *[mean_std_cell(fagg, k, digits=digits) for _, k in _REGRESSION]])
+        lines += markdown_table(["Fold", *[h for h, _ in _REGRESSION]], rows)
     threshold = agg.get("binarized", {}).get("threshold", {}).get("mean")
     where = f" at {threshold:g}" if isinstance(threshold, (int, float)) else ""
     lines += [
@@ -139,20 +124,6 @@ def _regression_lines(
         "",
     ]
     return lines
-
-
-def _encoder_notes(encoders: Mapping[str, Any]) -> list[str]:
-    out = []
-    for key, prov in sorted(encoders.items()):
-        if not isinstance(prov, Mapping):
-            continue
-        what = f"- {key}: {prov.get('name')} → {prov.get('resolved')} ({prov.get('source', '')})"
-        if prov.get("stand_in"):
-            what += " — STAND-IN weights: not comparable to the paper"
-        if prov.get("resolved") == "random":
-            what += " — RANDOM weights"
-        out.append(what)
-    return out
 
 
 def write_results(out_dir: str | Path, doc: Mapping[str, Any], digits: int = 4) -> tuple[Path, Path]:
