@@ -83,3 +83,26 @@ def test_bad_inputs():
         dcca_correlation(torch.zeros(1, 2), torch.zeros(1, 2))
     with pytest.raises(ValueError, match="k must be"):
         dcca_correlation(torch.zeros(4, 2), torch.zeros(4, 2), k=0)
+
+
+def test_gradients_stay_finite_with_constant_units_and_more_units_than_samples():
+    # a dead unit (constant column) leaves an eigenvalue of exactly r in the covariance; N < d leaves many:
+    # eigh's backward has 1 / (λi - λj) terms there and gave NaN gradients (SeqSEW student on a 16-sample batch)
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(16, 100, generator=g)
+    a[:, 50:] = 0.0
+    a.requires_grad_()
+    b = torch.randn(16, 100, generator=g, requires_grad=True)
+    corr = dcca_correlation(a, b, k=10)
+    corr.backward()
+    assert torch.isfinite(a.grad).all() and torch.isfinite(b.grad).all()
+    assert float(a.grad.abs().sum()) > 0
+    # the value is unchanged: the same as with the eigendecomposition inverse square roots
+    from emofuse.losses.dcca import _inv_sqrt
+
+    x, y = a.detach().double(), b.detach().double()
+    x, y = x - x.mean(0), y - y.mean(0)
+    s11 = x.T @ x / 15 + 1e-3 * torch.eye(100, dtype=x.dtype)
+    s22 = y.T @ y / 15 + 1e-3 * torch.eye(100, dtype=y.dtype)
+    t = _inv_sqrt(s11, 1e-9) @ (x.T @ y / 15) @ _inv_sqrt(s22, 1e-9)
+    assert float(corr) == pytest.approx(float(torch.linalg.svdvals(t)[:10].sum()), rel=1e-5)

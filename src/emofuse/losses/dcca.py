@@ -7,9 +7,11 @@ mean-centred over the batch (spec ``rajan-thesis.md`` §4.2, Eqs. 5.6-5.8 transp
     T   = Σ11^{-1/2} Σ12 Σ22^{-1/2}
     corr = sum of the top-k singular values of T (k = all: the trace norm of T)
 
-The singular values of ``T`` are the canonical correlations. The computation runs in float64, with the
-inverse square roots taken by an eigendecomposition whose eigenvalues are clamped at ``eps`` (a batch of
-32 samples gives rank-deficient covariances, spec §4.5.1). The loss of SEW / SeqSEW is ``−corr``.
+The singular values of ``T`` are the canonical correlations. The computation runs in float64. The whitening
+uses the Cholesky factors of the (ridged, positive definite) covariances, ``T' = L1⁻¹ Σ12 L2⁻ᵀ`` (same
+singular values as ``T``, finite gradients when eigenvalues repeat); a covariance that is not positive
+definite (``r = 0`` and a batch of 32 samples, rank-deficient, spec §4.5.1) falls back to an inverse
+square root by eigendecomposition with eigenvalues clamped at ``eps``. The loss of SEW / SeqSEW is ``−corr``.
 
 Example:
     >>> import torch
@@ -31,6 +33,22 @@ def _inv_sqrt(s: Tensor, eps: float) -> Tensor:
     """``S^{-1/2}`` of a symmetric PSD matrix through ``eigh`` with eigenvalues clamped at ``eps``."""
     w, v = torch.linalg.eigh(s)
     return (v * w.clamp_min(eps).rsqrt()) @ v.T
+
+
+def _whitener(s: Tensor, eps: float) -> Tensor:
+    """A matrix ``W`` with ``W S Wᵀ = I``: ``L⁻¹`` of the Cholesky factor when ``S`` is positive definite.
+
+    ``W = Q S^{-1/2}`` for some orthogonal ``Q``, so ``W1 Σ12 W2ᵀ`` has the singular values of ``T``. Cholesky's
+    gradient stays finite when eigenvalues repeat (a constant code unit, e.g. a dead ReLU, leaves an eigenvalue
+    exactly ``r``; more units than samples leave many), where ``eigh``'s has ``1 / (λi − λj)`` terms and turns
+    NaN. A matrix that is not positive definite (no ridge and rank-deficient) falls back to the clamped
+    ``S^{-1/2}``.
+    """
+    chol, info = torch.linalg.cholesky_ex(s)
+    if int(info) != 0:
+        return _inv_sqrt(s, eps)
+    eye = torch.eye(s.shape[0], dtype=s.dtype, device=s.device)
+    return torch.linalg.solve_triangular(chol, eye, upper=False)
 
 
 def dcca_correlation(
@@ -71,7 +89,7 @@ def dcca_correlation(
     s12 = a.T @ b / (n - 1)
     s11 = a.T @ a / (n - 1) + r1 * torch.eye(a.shape[1], dtype=a.dtype, device=a.device)
     s22 = b.T @ b / (n - 1) + r2 * torch.eye(b.shape[1], dtype=b.dtype, device=b.device)
-    t = _inv_sqrt(s11, eps) @ s12 @ _inv_sqrt(s22, eps)
+    t = _whitener(s11, eps) @ s12 @ _whitener(s22, eps).T  # same singular values as Σ11^{-1/2} Σ12 Σ22^{-1/2}
     sv = torch.linalg.svdvals(t)  # descending
     top = sv if k is None else sv[: min(k, sv.numel())]
     return top.sum().to(h1.dtype)
