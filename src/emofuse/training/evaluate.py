@@ -31,6 +31,7 @@ from emofuse.utils.io import atomic_write, atomic_write_json
 __all__ = [
     "evaluate_run",
     "finished_runs",
+    "open_run",
     "predict",
     "predict_values",
     "resolve_rescale",
@@ -211,6 +212,23 @@ def write_predictions(path: str | Path, predictions: Mapping[str, Any], classes:
     return atomic_write(path, "".join(line + "\n" for line in lines))
 
 
+def open_run(run_dir: str | Path) -> tuple[ExperimentConfig, list[tuple[str, int, Path]]]:
+    """The resolved config of a training run folder and its :func:`finished_runs`.
+
+    Raises:
+        FileNotFoundError: ``run_dir`` has no ``config.yaml`` or no finished runs.
+    """
+    run_dir = Path(run_dir)
+    cfg_path = run_dir / "config.yaml"
+    if not cfg_path.is_file():
+        raise FileNotFoundError(f"{run_dir} is not a training run folder (no config.yaml)")
+    cfg: ExperimentConfig = load_config(cfg_path)
+    runs = finished_runs(run_dir)
+    if not runs:
+        raise FileNotFoundError(f"{run_dir} has no finished runs (no <fold>/seed<k>/DONE); train first")
+    return cfg, runs
+
+
 def finished_runs(run_dir: str | Path) -> list[tuple[str, int, Path]]:
     """``(fold, seed, checkpoint)`` of every run of ``run_dir`` with a ``DONE`` marker."""
     run_dir = Path(run_dir)
@@ -249,13 +267,7 @@ def evaluate_run(
         ValueError: The manifest's labels are not the model's label set (both sets are named).
     """
     run_dir = Path(run_dir)
-    cfg_path = run_dir / "config.yaml"
-    if not cfg_path.is_file():
-        raise FileNotFoundError(f"{run_dir} is not a training run folder (no config.yaml)")
-    cfg: ExperimentConfig = load_config(cfg_path)
-    runs = finished_runs(run_dir)
-    if not runs:
-        raise FileNotFoundError(f"{run_dir} has no finished runs (no <fold>/seed<k>/DONE); train first")
+    cfg, runs = open_run(run_dir)
     stage = cfg.resolved_stages()[-1]
     from emofuse.tasks.regression import REGRESSION_TASKS
 

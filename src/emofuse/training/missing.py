@@ -26,7 +26,6 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from emofuse.config import load_config
 from emofuse.config.schema import ExperimentConfig
 from emofuse.data.manifest import Utterance, read_manifest
 from emofuse.metrics import aggregate, format_mean_std
@@ -36,7 +35,7 @@ from emofuse.pipeline.imputation import KNNImputer, impute_inputs, time_averages
 from emofuse.pipeline.missing import drop_modalities
 from emofuse.training.components import Components, DefaultComponents
 from emofuse.training.datamodule import make_loader
-from emofuse.training.evaluate import _to, finished_runs, predict, score
+from emofuse.training.evaluate import _to, open_run, predict, score
 from emofuse.training.rundir import resolve_classes, resolve_folds
 from emofuse.utils.io import atomic_write, atomic_write_json
 
@@ -226,13 +225,8 @@ def evaluate_missing(
         raise ValueError(f"missing-modality mode must be one of {MISSING_MODES}, got {mode!r}")
     ks = [int(k)] if isinstance(k, int) else [int(x) for x in k]
     run_dir = Path(run_dir)
+    cfg, runs = open_run(run_dir)
     cfg_path = run_dir / "config.yaml"
-    if not cfg_path.is_file():
-        raise FileNotFoundError(f"{run_dir} is not a training run folder (no config.yaml)")
-    cfg: ExperimentConfig = load_config(cfg_path)
-    runs = finished_runs(run_dir)
-    if not runs:
-        raise FileNotFoundError(f"{run_dir} has no finished runs (no <fold>/seed<k>/DONE); train first")
     if cfg.data.manifest is None:
         raise ValueError(f"{cfg_path}: data.manifest is not set")
     records = read_manifest(cfg.data.manifest)
