@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ from emofuse.config import load_config
 from emofuse.config.schema import DataConfig, ExperimentConfig
 from emofuse.data.manifest import Utterance, read_manifest
 from emofuse.metrics import aggregate, classification_metrics, mult_f1, regression_metrics
-from emofuse.models.base import EmotionModel
+from emofuse.models.base import EmotionModel, ModelOutput
 from emofuse.models.checkpoint import load_checkpoint
 from emofuse.training.components import Components, DefaultComponents
 from emofuse.training.datamodule import make_loader
@@ -70,28 +70,43 @@ def predict(
     Raises:
         ValueError: The model returns neither probabilities nor logits.
     """
+
+    def probs_of(out: ModelOutput) -> Tensor:
+        if out.probs is not None:
+            return out.probs.float()
+        if out.logits is not None:
+            return out.logits.float().softmax(-1)
+        raise ValueError(f"model {model.model_name!r} returned neither probs nor logits: nothing to score")
+
+    ids, probs, labels = _collect(model, dataset, data, batch_size, device, probs_of, "labels")
+    return {"ids": ids, "labels": labels, "probs": probs if probs is not None else torch.empty(0, 0)}
+
+
+def _collect(
+    model: EmotionModel,
+    dataset: Dataset,
+    data: DataConfig,
+    batch_size: int | None,
+    device: str | torch.device,
+    output: Callable[[ModelOutput], Tensor],
+    truth_key: str,
+) -> tuple[list[str], Tensor | None, Tensor | None]:
+    """Run ``model`` over ``dataset`` in inference mode; ``output(out)`` and ``batch[truth_key]``, in id order."""
     device = torch.device(device)
     model = model.to(device).eval()
     ids: list[str] = []
-    labels: list[Tensor] = []
-    probs: list[Tensor] = []
+    outs: list[Tensor] = []
+    truths: list[Tensor] = []
     with torch.inference_mode():
         for batch in make_loader(dataset, data, shuffle=False, batch_size=batch_size):
-            out = model(_to(batch, device))
-            if out.probs is not None:
-                p = out.probs
-            elif out.logits is not None:
-                p = out.logits.float().softmax(-1)
-            else:
-                raise ValueError(f"model {model.model_name!r} returned neither probs nor logits: nothing to score")
+            outs.append(output(model(_to(batch, device))).cpu())
             ids += list(batch["ids"])
-            probs.append(p.float().cpu())
-            if "labels" in batch:
-                labels.append(batch["labels"].cpu())
+            if truth_key in batch:
+                truths.append(batch[truth_key].cpu())
     order = sorted(range(len(ids)), key=ids.__getitem__)
-    all_probs = torch.cat(probs)[order] if probs else torch.empty(0, 0)
-    all_labels = torch.cat(labels)[order] if labels and len(labels) == len(probs) else None
-    return {"ids": [ids[i] for i in order], "labels": all_labels, "probs": all_probs}
+    all_outs = torch.cat(outs)[order] if outs else None
+    all_truths = torch.cat(truths)[order] if truths and len(truths) == len(outs) else None
+    return [ids[i] for i in order], all_outs, all_truths
 
 
 def predict_values(
@@ -106,27 +121,19 @@ def predict_values(
     Returns:
         ``{"ids": [...], "targets": FloatTensor (N, K) | None (NaN = no target), "preds": FloatTensor (N, K)}``.
     """
-    device = torch.device(device)
-    model = model.to(device).eval()
-    ids: list[str] = []
-    targets: list[Tensor] = []
-    preds: list[Tensor] = []
-    with torch.inference_mode():
-        for batch in make_loader(dataset, data, shuffle=False, batch_size=batch_size):
-            out = model(_to(batch, device))
-            v = out.values if out.values is not None else out.logits
-            if v is None:
-                raise ValueError(f"model {model.model_name!r} returned neither values nor logits: nothing to score")
-            v = v.float().cpu()
-            preds.append(v[:, None] if v.ndim == 1 else v)
-            ids += list(batch["ids"])
-            if "targets" in batch:
-                t = batch["targets"].float().cpu()
-                targets.append(t[:, None] if t.ndim == 1 else t)
-    order = sorted(range(len(ids)), key=ids.__getitem__)
-    all_preds = torch.cat(preds)[order] if preds else torch.empty(0, 1)
-    all_targets = torch.cat(targets)[order] if targets and len(targets) == len(preds) else None
-    return {"ids": [ids[i] for i in order], "targets": all_targets, "preds": all_preds}
+
+    def values_of(out: ModelOutput) -> Tensor:
+        v = out.values if out.values is not None else out.logits
+        if v is None:
+            raise ValueError(f"model {model.model_name!r} returned neither values nor logits: nothing to score")
+        v = v.float()
+        return v[:, None] if v.ndim == 1 else v
+
+    ids, preds, targets = _collect(model, dataset, data, batch_size, device, values_of, "targets")
+    if targets is not None:
+        targets = targets.float()
+        targets = targets[:, None] if targets.ndim == 1 else targets
+    return {"ids": ids, "targets": targets, "preds": preds if preds is not None else torch.empty(0, 1)}
 
 
 def score_regression(
