@@ -43,6 +43,12 @@ _MODALITIES = ("audio", "text")
 _WAIT_S = 24 * 3600.0
 
 
+def _lacks(store: Any, records: Sequence[Utterance]) -> bool:
+    """Whether some of ``records`` are neither in ``store`` nor recorded as failed there."""
+    failed = store.failed
+    return any(r.id not in store and r.id not in failed for r in records)
+
+
 def is_launcher_rank_zero() -> bool:
     """True unless the environment says this is a non-zero DDP rank (torchrun, SLURM, Lightning children)."""
     for var in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK"):
@@ -173,6 +179,10 @@ class DefaultComponents(Components):
         while True:
             try:
                 store = FeatureStore.for_encoder(root, encoder, max_duration=max_duration)
+                if records is not None and _lacks(store, records):
+                    # the manifest grew since the extraction (new speakers, a bigger manifest sharing the
+                    # cache): extend the cache; extract_features reuses every stored item (same input hash)
+                    raise FeatureCacheError(f"{store.path}: utterances missing, extending")
                 break
             except FeatureCacheError:
                 if records is None:
