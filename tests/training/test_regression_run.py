@@ -107,3 +107,31 @@ def test_regress_stage_on_file_features(tmp_path, manifest):
     again = evaluate_run(tmp_path / "run", manifest)
     assert again["runs"][0]["metrics"]["n"] == 48 and again["aggregate"]["pcc"]["mean"] > 0.9
     assert again["runs"][0]["metrics"]["binarized"]["threshold"] == 0.0
+
+
+def test_a_fold_without_validation_selects_on_the_training_loss(tmp_path, manifest):
+    """``val/pcc`` has no training twin (metrics are scored on val/test only): the run selects on train/loss."""
+    recs = [r.model_copy(update={"split": "train"}) if r.split == "dev" else r for r in read_manifest(manifest)]
+    no_dev = write_manifest(recs, tmp_path / "no-dev.jsonl")
+    sets = [
+        f"data.manifest={no_dev}",
+        "data.protocol=official",
+        "data.target=extra.valence",
+        "data.max_batch_samples=null",
+        "data.batch_size=8",
+        "encoders.files=[video]",
+        f"model.name={NAME}",
+        "stages=[{name: train, task: regress, task_options: {loss: mse}}]",
+        "optim.lr=0.05",
+        "optim.scheduler=plateau",
+        "optim.plateau_monitor=val/ccc",
+        "trainer.max_epochs=3",
+        "trainer.monitor=val/pcc",
+        "trainer.accelerator=cpu",
+        "trainer.progress_bar=false",
+        "trainer.logger=none",
+        "seeds=[0]",
+    ]
+    with pytest.warns(UserWarning, match="no validation split: selecting on train/loss"):
+        doc = run_experiment(load_config(None, sets), tmp_path / "run", progress=False)
+    assert doc["runs"][0]["metrics"]["n"] == 8

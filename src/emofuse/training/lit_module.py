@@ -91,6 +91,22 @@ def build_optimizer(params: Iterable[nn.Parameter], optim: OptimConfig) -> torch
     raise ValueError(f"unknown optimizer {optim.name!r}")
 
 
+def no_validation_monitor(monitor: str, mode: str) -> tuple[str, str]:
+    """The training value that stands in for ``monitor`` (a ``val/`` key) when a fold has no validation split.
+
+    Losses have a training twin (``val/loss_audio`` → ``train/loss_audio``); prediction metrics (``val/ua``,
+    ``val/ccc``, ...) are scored on validation and test data only, so they fall back to ``train/loss``.
+
+    Example:
+        >>> no_validation_monitor("val/ccc", "max"), no_validation_monitor("val/loss_text", "min")
+        (('train/loss', 'min'), ('train/loss_text', 'min'))
+    """
+    name = monitor.removeprefix("val/")
+    if name == "loss" or name.startswith("loss_"):
+        return "train/" + name, mode
+    return "train/loss", "min"
+
+
 def build_scheduler(
     optimizer: torch.optim.Optimizer, optim: OptimConfig, max_epochs: int, monitor: str, mode: str
 ) -> dict[str, Any] | None:
@@ -102,7 +118,7 @@ def build_scheduler(
         if optim.plateau_monitor is not None:  # its own value (e.g. val/loss while stopping on val/wa)
             watch, watch_mode = optim.plateau_monitor, "auto"
             if monitor.startswith("train/") and watch.startswith("val/"):  # no validation split
-                watch = "train/" + watch.removeprefix("val/")
+                watch, watch_mode = no_validation_monitor(watch, watch_mode)
         direction: Literal["min", "max"] = "min" if resolve_mode(watch, watch_mode) == "min" else "max"
         sched: Any = torch.optim.lr_scheduler.ReduceLROnPlateau(
             optimizer, mode=direction, factor=optim.plateau_factor, patience=optim.plateau_patience

@@ -64,7 +64,7 @@ from emofuse.training.evaluate import (
     write_predictions,
     write_regression_predictions,
 )
-from emofuse.training.lit_module import TaskModule
+from emofuse.training.lit_module import TaskModule, no_validation_monitor
 from emofuse.training.report import results_document, write_results
 from emofuse.training.rundir import (
     RunDirError,
@@ -166,7 +166,7 @@ class _Run:
         if stage.task == "distill" and "monitor" not in stage.trainer:
             monitor, mode = "val/loss", "min"  # CMD: keep the epoch with the lowest validation loss
         if not self.fold.val and monitor.startswith("val/"):
-            monitor = "train/" + monitor.removeprefix("val/")
+            monitor, mode = no_validation_monitor(monitor, mode)
             warnings.warn(f"fold {self.fold.name!r} has no validation split: selecting on {monitor}", stacklevel=2)
         module = TaskModule(task, optim, exp.classes, tcfg.max_epochs, monitor, mode)
         meta = {
