@@ -118,6 +118,35 @@ def test_conflicts_follow_the_label_rule(default):
     assert 0.8 < text_acc < 1.0 and 0.8 < prosody_acc < 1.0
 
 
+def test_neutral_conflicts_leave_one_channel_uninformative():
+    """``conflict_mode="neutral"``: the disagreeing channel is neutral, only emotional classes conflict."""
+    p = syn._check_params(0, 4, 10, 0.4, None, "neutral")
+    items = syn._plan(p)
+    per_class, kinds = Counter(), Counter()
+    for it in items:
+        if it.conflict_type is None:
+            assert it.text_emotion == it.prosody_emotion == it.label
+            continue
+        per_class[it.label] += 1
+        kinds[it.conflict_type] += 1
+        carrier, other = (
+            (it.prosody_emotion, it.text_emotion)
+            if it.conflict_type == "text"
+            else (
+                it.text_emotion,
+                it.prosody_emotion,
+            )
+        )
+        assert carrier == it.label != "neutral" and other == "neutral"
+    assert per_class == {e: round(0.4 * 40) for e in EMOTIONS if e != "neutral"}
+    assert kinds["text"] == kinds["prosody"] == 24
+    # each channel alone confuses the other channel's emotions with neutral; together they give every label
+    assert all(it.label == (it.text_emotion if it.text_emotion != "neutral" else it.prosody_emotion) for it in items)
+    # the default ("other") is unchanged: its parameters and plan are what they were before the option
+    assert "conflict_mode" not in syn._check_params(0, 4, 10, 0.4, None).to_json()
+    assert syn._plan(syn._check_params(0, 4, 10, 0.4, None)) != items
+
+
 def test_texts_carry_their_emotion_words(default):
     prep, _, _ = default
     vocab = {e: set(w["adj"]) | set(w["noun"]) for e, w in EMOTION_WORDS.items()}
@@ -312,6 +341,7 @@ def test_progress_bar(tmp_path):
         ({"conflict_rate": 1.5}, "conflict_rate"),
         ({"noise_snr_db": (30.0, 10.0)}, "noise_snr_db"),
         ({"seed": -1}, "seed"),
+        ({"conflict_mode": "opposite"}, "conflict_mode must be one of other, neutral"),
     ],
 )
 def test_bad_parameters(tmp_path, kwargs, match):

@@ -26,9 +26,20 @@ share ``conflict_rate`` of each class the two modalities disagree, half of them 
 * ``conflict_type="prosody"``: the voice uses another emotion's prosody; the words carry the label.
 
 So neither modality alone can reach 100 % (each is wrong on about ``conflict_rate / 2`` of the data),
-and jitter plus noise make the acoustic classes overlap further. Every record says what it holds in
-``extra``: ``text_emotion``, ``prosody_emotion``, ``conflict``, ``conflict_type``, the voice, its
-gender and accent, the prosody actually used and its jitter, the SNR and the gain.
+and jitter plus noise make the acoustic classes overlap further. These conflicts *contradict*: given
+words of one emotion and prosody of another, either may carry the label, so no model can resolve them
+and fusing the modalities cannot beat the better one at its best.
+
+``conflict_mode="neutral"`` makes the disagreeing modality *uninformative* instead, as in real speech
+("okay" said angrily, a furious sentence read flatly): the words of a text conflict are a neutral
+sentence, the voice of a prosody conflict has neutral prosody, and only the emotional classes have
+conflicts (``conflict_rate`` of each; neutral utterances are neutral in both). One modality alone cannot
+tell a neutral utterance from an emotion carried by the other channel only, while both together can
+(the emotional channel carries the label): the setting in which fusion should beat either modality.
+
+Every record says what it holds in ``extra``: ``text_emotion``, ``prosody_emotion``, ``conflict``,
+``conflict_type``, the voice, its gender and accent, the prosody actually used and its jitter, the SNR
+and the gain.
 
 **Continuous targets** (for the regression tasks, ``data.target: extra.<field>``), all in [-1, 1]:
 
@@ -72,6 +83,7 @@ from emofuse.utils.progress import track
 
 __all__ = [
     "AFFECT",
+    "CONFLICT_MODES",
     "EMOTIONS",
     "EMOTION_WORDS",
     "GENERATOR_VERSION",
@@ -87,6 +99,9 @@ __all__ = [
 GENERATOR_VERSION = 1
 CACHE_FILE = "synthetic.json"
 EMOTIONS = ("neutral", "happy", "sad", "angry")
+NEUTRAL = "neutral"
+#: How a conflict's disagreeing modality is made (module docstring): another emotion, or neutral.
+CONFLICT_MODES = ("other", "neutral")
 
 SYNTHETIC4 = register_scheme(
     LabelScheme(
@@ -255,10 +270,13 @@ class _Params:
     per_class: int
     conflict_rate: float
     noise_snr_db: tuple[float, float] | None
+    conflict_mode: str = "other"
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
         d["noise_snr_db"] = list(self.noise_snr_db) if self.noise_snr_db is not None else None
+        if self.conflict_mode == "other":  # the original default: generations made before the option match
+            del d["conflict_mode"]
         return d
 
 
@@ -286,6 +304,7 @@ def _check_params(
     per_class: int,
     conflict_rate: float,
     noise_snr_db: float | Sequence[float] | None,
+    conflict_mode: str = "other",
 ) -> _Params:
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
@@ -297,6 +316,8 @@ def _check_params(
         raise ValueError(f"per_class must be a positive integer, got {per_class!r}")
     if not 0.0 <= float(conflict_rate) <= 1.0:
         raise ValueError(f"conflict_rate must be in [0, 1], got {conflict_rate!r}")
+    if conflict_mode not in CONFLICT_MODES:
+        raise ValueError(f"conflict_mode must be one of {', '.join(CONFLICT_MODES)}, got {conflict_mode!r}")
     snr: tuple[float, float] | None
     if noise_snr_db is None:
         snr = None
@@ -309,7 +330,7 @@ def _check_params(
         snr = (values[0], values[1])
     if snr is not None and not all(math.isfinite(v) for v in snr):
         raise ValueError(f"noise_snr_db must be finite, got {noise_snr_db!r}")
-    return _Params(int(seed), num_speakers, per_class, float(conflict_rate), snr)
+    return _Params(int(seed), num_speakers, per_class, float(conflict_rate), snr, conflict_mode)
 
 
 def _jittered(base: EmotionProsody, rng: np.random.Generator) -> tuple[dict[str, int], dict[str, float]]:
@@ -338,10 +359,13 @@ def _plan(p: _Params) -> list[_Item]:
     cells = [(s, e) for s in range(p.num_speakers) for e in EMOTIONS for _ in range(p.per_class)]
     # Conflicts: exactly round(rate * n) items of every class, alternating which modality disagrees.
     conflict: dict[int, tuple[str | None, str]] = {}
+    neutral_mode = p.conflict_mode == "neutral"
     for emotion in EMOTIONS:
+        if neutral_mode and emotion == NEUTRAL:
+            continue  # the uninformative channel is neutral: a neutral utterance cannot disagree with it
         idx = [i for i, (_, e) in enumerate(cells) if e == emotion]
         n_conflict = int(round(p.conflict_rate * len(idx)))
-        others = [e for e in EMOTIONS if e != emotion]
+        others = [NEUTRAL] if neutral_mode else [e for e in EMOTIONS if e != emotion]
         start = int(rng.integers(2))
         for k, i in enumerate(rng.permutation(idx)[:n_conflict]):
             conflict[int(i)] = (("text", "prosody")[(k + start) % 2], others[int(rng.integers(len(others)))])
@@ -518,6 +542,7 @@ def prepare_synthetic(
     per_class: int = 12,
     conflict_rate: float = 0.2,
     noise_snr_db: float | tuple[float, float] | None = (15.0, 35.0),
+    conflict_mode: str = "other",
     overwrite: bool = False,
 ) -> PreparedCorpus:
     """Generate (or reload) the synthetic corpus in ``root`` and return its records.
@@ -540,6 +565,9 @@ def prepare_synthetic(
             module docstring for the label rule).
         noise_snr_db: White-noise SNR in dB relative to the active speech: a number, a ``(low, high)``
             range drawn per utterance, or ``None`` for no noise.
+        conflict_mode: ``other`` (a conflict uses another emotion's words or prosody: contradictory) or
+            ``neutral`` (the disagreeing modality is neutral: uninformative; emotional classes only). See
+            the module docstring.
         overwrite: Regenerate in a folder that holds a generation with other parameters (its listed
             wavs are deleted) or other files (left alone). Without it such a folder is an error.
 
@@ -560,7 +588,7 @@ def prepare_synthetic(
         >>> sorted({r.speaker for r in prep.records}), prep.records[0].extra["voice"]
         (['spk0', 'spk1'], 'en-us+f3')
     """
-    params = _check_params(seed, num_speakers, per_class, conflict_rate, noise_snr_db)
+    params = _check_params(seed, num_speakers, per_class, conflict_rate, noise_snr_db, conflict_mode)
     scheme = get_scheme(labels or SYNTHETIC4.name)
     root = Path(root).expanduser()
     if root.exists() and not root.is_dir():
