@@ -72,6 +72,15 @@ def test_layout_results_and_paper_table(tmp_path, manifest):
     model, meta = load_checkpoint(one / "train")
     assert meta["classes"] == ["happy", "neutral", "sad"] and meta["model_name"] == "_fake_linear"
     assert meta["task"]["name"] == "classify" and meta["encoders"]["audio"]["name"] == "fake"
+    # each run says how its tested checkpoint was chosen: the best validation score of the monitor, and when
+    monitor = meta["monitor"]
+    pick = min if "loss" in monitor else max
+    best = pick((r for r in rows if r[monitor]), key=lambda r: float(r[monitor]))
+    sel = next(r for r in doc["runs"] if (r["fold"], r["seed"]) == ("fold1", 1))["selection"]
+    assert sel["monitor"] == monitor and sel["stage"] == "train"
+    assert sel["score"] == pytest.approx(float(best[monitor])) and sel["epoch"] == int(best["epoch"])
+    scores = [r["selection"]["score"] for r in doc["runs"]]
+    assert f"score {monitor} = {sum(scores) / 4:.4f}" in md
 
 
 def test_same_config_and_seed_give_identical_metrics(tmp_path, manifest):

@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from emofuse.metrics import aggregate
+from emofuse.metrics import aggregate, format_mean_std
 from emofuse.metrics.tables import encoder_notes, markdown_table, mean_std_cell
 from emofuse.utils.io import atomic_write, atomic_write_json
 
@@ -85,6 +85,7 @@ def render_markdown(doc: Mapping[str, Any], digits: int = 4) -> str:
             keys = (("mult_f1", "macro"), ("wa",), ("ua",), ("macro_f1",))
             rows.append([fold, *[mean_std_cell(fagg, *k, digits=digits) for k in keys]])
         lines += markdown_table(["Fold", "MulT Macro-F1", "WA", "UA", "Macro F1"], rows)
+    lines += _selection_lines(runs, digits)
     notes = encoder_notes(doc.get("encoders", {}))
     if notes:
         lines += ["", "## Encoders", "", *notes]
@@ -116,6 +117,7 @@ def _regression_lines(
             fagg = aggregate(fold_runs) if fold_runs else {}
             rows.append([fold, *[mean_std_cell(fagg, k, digits=digits) for _, k in _REGRESSION]])
         lines += markdown_table(["Fold", *[h for h, _ in _REGRESSION]], rows)
+    lines += _selection_lines(runs, digits)
     threshold = agg.get("binarized", {}).get("threshold", {}).get("mean")
     where = f" at {threshold:g}" if isinstance(threshold, (int, float)) else ""
     lines += [
@@ -124,6 +126,21 @@ def _regression_lines(
         "",
     ]
     return lines
+
+
+def _selection_lines(runs: Sequence[Mapping[str, Any]], digits: int) -> list[str]:
+    """``Model selection: val/ccc 0.81 (0.03) ...``: the tested checkpoints' validation scores (compare on these)."""
+    sel = [r["selection"] for r in runs if isinstance(r.get("selection"), Mapping)]
+    monitors = {str(s.get("monitor")) for s in sel}
+    if not sel or len(sel) != len(runs) or len(monitors) != 1:
+        return []
+    scores = aggregate([{"score": float(s["score"])} for s in sel])["score"]
+    cell = format_mean_std(scores["mean"], scores["std"], digits)
+    return [
+        "",
+        f"Model selection: the tested checkpoints score {monitors.pop()} = {cell} on validation "
+        "(compare settings on this, not on the test tables).",
+    ]
 
 
 def write_results(out_dir: str | Path, doc: Mapping[str, Any], digits: int = 4) -> tuple[Path, Path]:

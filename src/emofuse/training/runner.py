@@ -43,7 +43,7 @@ from emofuse.config import dump_config
 from emofuse.config.schema import ExperimentConfig, StageConfig
 from emofuse.data.manifest import Utterance, read_manifest
 from emofuse.data.protocols import Fold
-from emofuse.models.checkpoint import find_checkpoint, load_checkpoint, load_weights
+from emofuse.models.checkpoint import find_checkpoint, load_checkpoint, load_weights, read_checkpoint_meta
 from emofuse.tasks.regression import REGRESSION_TASKS
 from emofuse.training.callbacks import (
     CrashResume,
@@ -354,6 +354,23 @@ def run_experiment(
         return _run_all(exp, echo, zero)
 
 
+def _selection(run_dir: Path) -> dict[str, Any] | None:
+    """How the tested checkpoint was chosen: ``{"stage", "monitor", "score", "epoch"}`` (its validation score).
+
+    Hyperparameters are compared on this score, never on test metrics. ``None`` when the checkpoint does not
+    say (older runs).
+    """
+    try:
+        done = json.loads((run_dir / "DONE").read_text(encoding="utf-8"))
+        meta = read_checkpoint_meta(run_dir / done["checkpoint"])
+    except (OSError, KeyError, ValueError):
+        return None
+    if not isinstance(meta.get("score"), (int, float)) or "monitor" not in meta:
+        return None
+    stage = (meta.get("task") or {}).get("stage")
+    return {"stage": stage, "monitor": meta["monitor"], "score": float(meta["score"]), "epoch": meta.get("epoch")}
+
+
 def _run_all(exp: _Experiment, echo: Any, zero: bool) -> dict[str, Any] | None:
     cfg, components, progress = exp.cfg, exp.components, exp.progress
     components.prepare(cfg, exp.records)
@@ -367,7 +384,11 @@ def _run_all(exp: _Experiment, echo: Any, zero: bool) -> dict[str, Any] | None:
             say(f"[{k}/{len(runs)}] fold {fold.name} seed {seed}: {'done, skipped' if done else 'training'}")
         metrics = run.run()
         if metrics is not None:
-            results.append({"fold": fold.name, "seed": seed, "metrics": metrics})
+            entry = {"fold": fold.name, "seed": seed, "metrics": metrics}
+            selection = _selection(run.dir)
+            if selection is not None:
+                entry["selection"] = selection
+            results.append(entry)
     if not zero:
         return None
     doc = results_document(
