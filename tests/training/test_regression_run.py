@@ -67,9 +67,9 @@ def manifest(tmp_path, monkeypatch):
     return write_manifest(recs, tmp_path / "manifest.jsonl")
 
 
-@pytest.mark.slow
-def test_regress_stage_on_file_features(tmp_path, manifest):
-    sets = [
+def _base(manifest, task_options):
+    """Overrides shared by the runs below: the file-feature manifest, one regress stage, the fake model."""
+    return [
         f"data.manifest={manifest}",
         "data.protocol=official",
         "data.target=extra.valence",
@@ -77,7 +77,14 @@ def test_regress_stage_on_file_features(tmp_path, manifest):
         "data.batch_size=8",
         "encoders.files=[video]",
         f"model.name={NAME}",
-        "stages=[{name: train, task: regress, task_options: {loss: mse, rescale_to: train}}]",
+        f"stages=[{{name: train, task: regress, task_options: {task_options}}}]",
+    ]
+
+
+@pytest.mark.slow
+def test_regress_stage_on_file_features(tmp_path, manifest):
+    sets = [
+        *_base(manifest, "{loss: mse, rescale_to: train}"),
         "optim.lr=0.05",
         "trainer.max_epochs=30",
         "trainer.monitor=val/pcc",
@@ -114,14 +121,7 @@ def test_a_fold_without_validation_selects_on_the_training_loss(tmp_path, manife
     recs = [r.model_copy(update={"split": "train"}) if r.split == "dev" else r for r in read_manifest(manifest)]
     no_dev = write_manifest(recs, tmp_path / "no-dev.jsonl")
     sets = [
-        f"data.manifest={no_dev}",
-        "data.protocol=official",
-        "data.target=extra.valence",
-        "data.max_batch_samples=null",
-        "data.batch_size=8",
-        "encoders.files=[video]",
-        f"model.name={NAME}",
-        "stages=[{name: train, task: regress, task_options: {loss: mse}}]",
+        *_base(no_dev, "{loss: mse}"),
         "optim.lr=0.05",
         "optim.scheduler=plateau",
         "optim.plateau_monitor=val/ccc",
