@@ -4,6 +4,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
+from emofuse.layers.alignment import resample_steps
 from emofuse.layers.pooling import masked_mean
 from emofuse.losses.dcca import dcca_correlation
 from emofuse.models import create_model
@@ -101,6 +102,15 @@ def test_seqsew_task_aligned_and_pooled_terms():
     assert torch.isfinite(pooled["loss"]) and "corr" in pooled
     with pytest.raises(TaskError, match="step-aligned"):
         SeqSEWTask(model, align="steps")(unaligned)
+    resampled = SeqSEWTask(model, alpha=0.5, beta=0.2, align="resample")(unaligned)  # teacher on student steps
+    ex = model(unaligned).extras
+    valid = ex["mask_w"]
+    x_s = resample_steps(unaligned["features"]["text"], ex["mask_s"], valid)
+    mae = F.l1_loss(ex["translation"][valid], x_s[valid])
+    corr = dcca_correlation(resample_steps(ex["m_ss"], ex["mask_s"], valid)[valid], ex["m_sw"][valid])
+    pred = F.mse_loss(model(unaligned).values[:, 0], unaligned["targets"])
+    assert float(resampled["loss"]) == pytest.approx(float(pred + 0.2 * mae - 0.5 * corr), rel=1e-4)
+    assert valid.sum() > unaligned["targets"].numel()  # one DCCA row per student step, not per utterance
     with pytest.raises(TaskError, match="phase='student'"):
         SeqSEWTask(SeqSEW(phase="teacher", **kw))
 

@@ -4,8 +4,13 @@
   + L_pred`` with ``α = β = γ = 1``, ``k = 10``; each weight 0 is one Table 5.2 ablation (−S_D1, −S_D2, −CCA).
 * :class:`SeqSEWTask` (stage 2, teacher frozen): ``L = L_p + α·(−DCCA(m_ss, m_sw)) + β·MAE(S_D(m_sw), x_s)``,
   ``r1 = r2 = 1e-3``. When teacher and student sequences are step-aligned (same length and mask: RECOLA
-  frames, MOSI utterances) DCCA runs over the valid steps and the MAE per step; otherwise (e.g. audio frames
-  vs text tokens) both run on the time-averaged codes and features (``align``).
+  frames, MOSI utterances) DCCA runs over the valid steps and the MAE per step. Otherwise (e.g. audio frames
+  vs text tokens) ``align`` chooses: ``pooled`` (the ``auto`` default) runs both on the time-averaged codes and
+  features, one row per utterance; ``resample`` puts the teacher's codes and features on the student's time
+  axis (:func:`~emofuse.layers.alignment.resample_steps`, uniform alignment) and runs both per student step.
+  Pooled DCCA sees one row per utterance: with a batch smaller than the code size (16 utterances, 100-d codes)
+  any two code sets correlate perfectly, the term saturates and carries no signal; resampled, a batch gives
+  one row per frame (hundreds), as the thesis' frame-aligned RECOLA setup does.
 
 Rows whose stronger modality is absent (``batch["present"][strong]`` False) are left out of the
 auxiliary terms. Both return the regression outputs (``preds``, ``targets``) so the engine scores PCC /
@@ -20,6 +25,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
+from emofuse.layers.alignment import resample_steps
 from emofuse.layers.pooling import masked_mean
 from emofuse.losses.dcca import dcca_correlation
 from emofuse.tasks.base import TaskError
@@ -101,7 +107,9 @@ class SeqSEWTask(RegressionTask):
         k: DCCA components (``None``: all).
         r1: DCCA ridge (1e-3).
         r2: DCCA ridge (1e-3).
-        align: ``auto``, ``steps`` (teacher and student sequences aligned step by step) or ``pooled``.
+        align: ``auto`` (``steps`` when aligned, else ``pooled``), ``steps`` (teacher and student sequences
+            aligned step by step; an error otherwise), ``pooled`` (time-averaged) or ``resample`` (teacher on the
+            student's time axis, uniform alignment).
         threshold: UAR / WAR binarisation threshold.
         rescale_to: See :class:`~emofuse.tasks.regression.RegressionTask`.
     """
@@ -117,13 +125,13 @@ class SeqSEWTask(RegressionTask):
         k: int | None = None,
         r1: float = 1e-3,
         r2: float = 1e-3,
-        align: Literal["auto", "steps", "pooled"] = "auto",
+        align: Literal["auto", "steps", "pooled", "resample"] = "auto",
         threshold: float = 0.0,
         rescale_to: Any = None,
     ) -> None:
         super().__init__(model, loss, threshold, rescale_to)
-        if align not in ("auto", "steps", "pooled"):
-            raise ValueError(f"align must be auto, steps or pooled, got {align!r}")
+        if align not in ("auto", "steps", "pooled", "resample"):
+            raise ValueError(f"align must be auto, steps, pooled or resample, got {align!r}")
         if getattr(model, "phase", "student") != "student":
             raise TaskError("SeqSEWTask trains the student: build the model with phase='student' (stage 2)")
         self.alpha, self.beta, self.k, self.r1, self.r2, self.align = alpha, beta, k, r1, r2, align
@@ -148,7 +156,11 @@ class SeqSEWTask(RegressionTask):
                 f"teacher {m_ss.shape[1]}"
             )
         steps = aligned and self.align != "pooled"
-        if steps:
+        if self.align == "resample" and not aligned:
+            valid = mask_w  # (N, T_w): teacher codes and features put on the student's steps
+            a_s, a_w = resample_steps(m_ss, mask_s, mask_w)[valid], m_sw[valid]  # (n_valid, dim)
+            t_loss = F.l1_loss(tr[valid], resample_steps(x_s, mask_s, mask_w)[valid]) if bool(valid.any()) else None
+        elif steps:
             valid = mask_w  # (N, T)
             a_s, a_w = m_ss[valid], m_sw[valid]  # (n_valid, dim)
             t_loss = F.l1_loss(tr[valid], x_s[valid]) if bool(valid.any()) else None
