@@ -136,3 +136,63 @@ def test_sew_learns_a_target_carried_by_the_weak_modality():
     with torch.no_grad():
         pred = model({"features": {"audio": weak[:, None]}}).values[:, 0]
     assert float(torch.corrcoef(torch.stack([pred, y]))[0, 1]) > 0.9
+
+
+def _dialogues(b=3, n=4, d_w=5, d_s=7, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    mask = torch.arange(n)[None] < torch.tensor([n, 2, 3][:b])[:, None]  # (B, N) utterances per dialogue
+    feats = {"audio": torch.randn(b, n, d_w, generator=g), "text": torch.randn(b, n, d_s, generator=g)}
+    feats.update(audio_mask=mask, text_mask=mask)
+    return {
+        "features": feats,
+        "dialogue_mask": mask,
+        "targets": (torch.rand(int(mask.sum()), generator=g) > 0.5).float(),
+    }
+
+
+def test_dialogue_level_seqsew_predicts_every_utterance_and_aligns_per_utterance():
+    torch.manual_seed(0)
+    kw = dict(weak_dim=5, strong_dim=7, dim=8, ffn_dim=16, head_hidden=8, decoder_units=6, dropout=0.0)
+    batch = _dialogues()
+    mask = batch["dialogue_mask"]
+    student = SeqSEW(phase="student", sequence="dialogue", activation="sigmoid", head_dropout=0.0, **kw).eval()
+    assert student.dialogue_level and not SeqSEW(**kw).dialogue_level
+    out = student(batch)
+    assert out.values.shape == (int(mask.sum()), 1)  # (U, 1): one sigmoid output per valid utterance
+    assert torch.equal(out.values, out.extras["step_values"][mask])
+    assert ((out.values > 0) & (out.values < 1)).all()
+    res = SeqSEWTask(student, alpha=0.5, beta=0.2, loss="bce", threshold=0.5)(batch)  # auto: steps (shared mask)
+    ex = out.extras
+    bce = F.binary_cross_entropy(out.values[:, 0], batch["targets"])
+    mae = F.l1_loss(ex["translation"][mask], batch["features"]["text"][mask])
+    corr = dcca_correlation(ex["m_ss"][mask], ex["m_sw"][mask])
+    assert float(res["loss"]) == pytest.approx(float(bce + 0.2 * mae - 0.5 * corr), rel=1e-4)
+    uni = create_model("seqsew_unimodal", modality="audio", input_dim=5, sequence="dialogue", dim=8, ffn_dim=16)
+    assert uni.dialogue_level and uni.eval()(batch).values.shape == (int(mask.sum()), 1)
+    with pytest.raises(ValueError, match="sequence must be one of"):
+        SeqSEW(sequence="video", **kw)
+
+
+def test_seq_branch_without_gru_or_transformer_is_the_plain_classifier():
+    from emofuse.models.sew import SeqBranch
+
+    classifier = SeqBranch(73, gru_layers=0, num_layers=0)
+    assert classifier.gru is None and len(classifier.blocks) == 0
+    assert sum(p.numel() for p in classifier.parameters()) == (73 * 100 + 100) + (100 * 300 + 300) + (300 + 1)
+    m, steps, pooled = classifier(torch.randn(2, 4, 73), torch.ones(2, 4, dtype=torch.bool))
+    assert m.shape == (2, 4, 100) and steps.shape == (2, 4, 1) and pooled.shape == (2, 1)
+    with pytest.raises(ValueError, match=">= 0"):
+        SeqBranch(73, gru_layers=-1)
+
+
+def test_bce_prediction_loss_needs_binary_targets():
+    from emofuse.tasks.regression import RegressionTask
+
+    model = SeqSEW(phase="student", weak_dim=5, strong_dim=7, dim=8, ffn_dim=16, activation="sigmoid")
+    task = RegressionTask(model, loss="bce", threshold=0.5)
+    p, t = torch.tensor([[0.9], [0.2]]), torch.tensor([[1.0], [0.0]])
+    assert float(task.prediction_loss(p, t)) == pytest.approx(
+        -(torch.log(torch.tensor(0.9)) + torch.log(torch.tensor(0.8))).item() / 2
+    )
+    with pytest.raises(TaskError, match="0/1 targets"):
+        task.prediction_loss(p, torch.tensor([[0.5], [1.0]]))

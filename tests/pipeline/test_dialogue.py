@@ -99,6 +99,22 @@ def test_collate_pads_masks_and_flattens_in_row_major_order():
             assert torch.allclose(row, st[m].get_pooled(utt))
 
 
+def test_regression_targets_follow_the_flattened_ids():
+    recs = [r.model_copy(update={"extra": {"y": float(i)}}) for i, r in enumerate(records(SPEC)) if i != 3]
+    recs.append(Utterance(id="b_1", text="x", dialogue="b", turn=1))  # no target: NaN, still in its dialogue
+    ds = DialogueDataset(recs, None, stores(recs), target="extra.y")
+    batch = ds.collate([ds[i] for i in range(len(ds))])
+    assert batch["ids"] == ["b_0", "b_1", "b_2", "a_0", "a_1", "c_5"]
+    y = dict(zip(batch["ids"], batch["targets"].tolist(), strict=True))
+    assert y["b_0"] == 2.0 and y["b_2"] == 0.0 and y["a_1"] == 4.0 and y["c_5"] == 5.0 and y["b_1"] != y["b_1"]
+    assert batch["dialogue_targets"].shape == batch["dialogue_mask"].shape
+    assert torch.isnan(batch["dialogue_targets"][~batch["dialogue_mask"]]).all()
+    assert "labels" not in batch
+    bad = [recs[0].model_copy(update={"extra": {"y": "high"}})]
+    with pytest.raises(ValueError, match="not a finite number"):
+        DialogueDataset(bad, None, stores(bad), target="extra.y")
+
+
 def test_model_rows_line_up_with_the_flattened_ids():
     recs = records(SPEC)
     ds = DialogueDataset(recs, CLASSES, stores(recs))

@@ -21,6 +21,14 @@ translator S_D (bi-GRU → Dense to the stronger feature size). ``phase="teacher
 student with :class:`~emofuse.tasks.sew.SeqSEWTask` ``L = L_p + α·(−DCCA(m_ss, m_sw)) + β·MAE(S_D(m_sw), x_s)``
 (stage 2, ``init: previous``). :class:`SeqUnimodal` is the same branch on one modality alone: the unimodal
 baseline the student is compared with.
+
+What a time step is (``sequence``): ``frames`` (default) reads one utterance's frame or token sequence
+``(B, T, D)`` per item and predicts the mean of its per-step outputs (RECOLA 3 s windows of 40 ms frames);
+``dialogue`` reads a dialogue of utterance vectors per item (:class:`~emofuse.pipeline.dialogue.DialogueDataset`:
+``(B, N, D)`` with the dialogue mask, e.g. a CMU-MOSI video of utterances, thesis Table 5.6) and predicts every
+utterance: ``values`` ``(U, K)``, the valid steps flattened in row-major order like the batch's ``ids`` and
+``targets``. Teacher and student then share the dialogue's steps, so DCCA and the translation run per
+utterance.
 """
 
 from __future__ import annotations
@@ -56,6 +64,20 @@ def _features(batch: dict[str, Any], modality: str) -> tuple[Tensor, Tensor | No
     if modality not in feats:
         raise KeyError(f"batch['features'] has no {modality!r} (has {sorted(k for k in feats if '_' not in k)})")
     return feats[modality], feats.get(f"{modality}_mask")
+
+
+SEQUENCES = ("frames", "dialogue")
+
+
+def _check_sequence(sequence: str) -> str:
+    if sequence not in SEQUENCES:
+        raise ValueError(f"sequence must be one of {SEQUENCES}, got {sequence!r}")
+    return sequence
+
+
+def _values(steps: Tensor, pooled: Tensor, mask: Tensor, dialogue: bool) -> Tensor:
+    """``(U, K)`` per valid step (dialogue level) or ``(B, K)`` pooled (frame level)."""
+    return steps[mask] if dialogue else pooled
 
 
 def _has(batch: dict[str, Any], modality: str) -> bool:
@@ -149,11 +171,12 @@ class SeqBranch(nn.Module):
 
     Args:
         input_dim: Feature size of the modality.
-        gru_layers: bi-GRU layers (2; 1 for RECOLA audio and MOSI text).
+        gru_layers: bi-GRU layers (2; 1 for RECOLA audio and MOSI text; 0: none, the Dense(100) reads the
+            features directly, Table 5.4's "Classifier" rows with ``num_layers=0``).
         gru_hidden: Units per direction (``None``: ``input_dim``, the thesis).
         dim: Latent size (100).
         num_heads: Transformer heads (2).
-        num_layers: Transformer layers (2).
+        num_layers: Transformer layers (2; 0: none, Table 5.4's "Bi-GRU + Classifier").
         ffn_dim: Transformer FFN size (400).
         dropout: Transformer dropout (tuned per model in the thesis).
         head_hidden: Head hidden size (300).
@@ -180,9 +203,11 @@ class SeqBranch(nn.Module):
         super().__init__()
         if activation not in ("tanh", "sigmoid", "linear"):
             raise ValueError(f"activation must be tanh, sigmoid or linear, got {activation!r}")
+        if gru_layers < 0 or num_layers < 0:
+            raise ValueError(f"gru_layers and num_layers must be >= 0, got {gru_layers} and {num_layers}")
         hidden = gru_hidden or input_dim
-        self.gru = nn.GRU(input_dim, hidden, gru_layers, batch_first=True, bidirectional=True)
-        self.proj = nn.Linear(2 * hidden, dim)
+        self.gru = nn.GRU(input_dim, hidden, gru_layers, batch_first=True, bidirectional=True) if gru_layers else None
+        self.proj = nn.Linear(2 * hidden if gru_layers else input_dim, dim)
         self.blocks = nn.ModuleList(PostLNBlock(dim, num_heads, ffn_dim, dropout) for _ in range(num_layers))
         self.head = nn.Sequential(
             nn.Linear(dim, head_hidden), nn.ReLU(), nn.Dropout(head_dropout), nn.Linear(head_hidden, num_outputs)
@@ -194,10 +219,13 @@ class SeqBranch(nn.Module):
         """Codes ``(B, T, dim)`` of ``x`` ``(B, T, D)`` (padding excluded from the GRU and the attention)."""
         if mask is None:
             mask = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
-        lengths = mask.sum(1).clamp_min(1).cpu()
-        packed = nn.utils.rnn.pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
-        h, _ = self.gru(packed)
-        h, _ = nn.utils.rnn.pad_packed_sequence(h, batch_first=True, total_length=x.shape[1])  # (B, T, 2H)
+        if self.gru is None:  # thesis Table 5.4 "Classifier" / no recurrent front-end
+            h = x
+        else:
+            lengths = mask.sum(1).clamp_min(1).cpu()
+            packed = nn.utils.rnn.pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+            h, _ = self.gru(packed)
+            h, _ = nn.utils.rnn.pad_packed_sequence(h, batch_first=True, total_length=x.shape[1])  # (B, T, 2H)
         m = self.proj(h) + sinusoidal_positions(x.shape[1], self.dim).to(h)  # (B, T, dim)
         q_mask = mask.clone()
         q_mask[:, 0] = True  # a sequence without valid steps still attends to something (no NaN)
@@ -231,26 +259,36 @@ class SeqUnimodal(EmotionModel):
         modality: Feature modality read from ``batch["features"]``.
         input_dim: Its feature size.
         gru_layers: bi-GRU layers.
+        sequence: ``frames`` (one utterance's frames per item) or ``dialogue`` (a dialogue of utterance vectors
+            per item, one prediction per utterance; module docstring).
         **branch: :class:`SeqBranch` options (``dim``, ``num_heads``, ``dropout``, ...).
     """
 
-    def __init__(self, modality: str = "audio", input_dim: int = 88, gru_layers: int = 2, **branch: Any) -> None:
+    def __init__(
+        self, modality: str = "audio", input_dim: int = 88, gru_layers: int = 2, sequence: str = "frames", **branch: Any
+    ) -> None:
         super().__init__()
         unknown = sorted(set(branch) - set(_BRANCH_KEYS))
         if unknown:
             raise TypeError(f"unknown SeqUnimodal option(s) {unknown}")
-        self.config = {"modality": modality, "input_dim": input_dim, "gru_layers": gru_layers, **branch}
+        self.config = {
+            "modality": modality, "input_dim": input_dim, "gru_layers": gru_layers, "sequence": sequence, **branch
+        }  # fmt: skip
+        self.dialogue_level = _check_sequence(sequence) == "dialogue"
         self.modality = modality
         self.modalities = (modality,)  # type: ignore[misc]
         self.branch = SeqBranch(input_dim, gru_layers, **branch)
 
     def forward(self, batch: dict[str, Any]) -> ModelOutput:
-        """``values`` ``(B, K)``: mean of the per-step outputs; ``hidden[modality]`` the codes."""
+        """``values``: ``(B, K)`` mean of the per-step outputs, or ``(U, K)`` per utterance at dialogue level."""
         x, mask = _features(batch, self.modality)
         m, steps, pooled = self.branch(x, mask)
         valid = mask if mask is not None else torch.ones(m.shape[:2], dtype=torch.bool, device=m.device)
         return ModelOutput(
-            values=pooled, hidden={self.modality: m}, masks={self.modality: valid}, extras={"step_values": steps}
+            values=_values(steps, pooled, valid, self.dialogue_level),
+            hidden={self.modality: m},
+            masks={self.modality: valid},
+            extras={"step_values": steps},
         )
 
 
@@ -268,6 +306,7 @@ class SeqSEW(EmotionModel):
         strong_gru_layers: Teacher bi-GRU layers.
         decoder_units: Translator bi-GRU units (250 RECOLA arousal, 500 valence).
         decoder_layers: Translator bi-GRU layers.
+        sequence: ``frames`` or ``dialogue`` (see :class:`SeqUnimodal` and the module docstring).
         **branch: :class:`SeqBranch` options shared by teacher and student.
     """
 
@@ -282,9 +321,11 @@ class SeqSEW(EmotionModel):
         strong_gru_layers: int = 2,
         decoder_units: int = 250,
         decoder_layers: int = 2,
+        sequence: str = "frames",
         **branch: Any,
     ) -> None:
         super().__init__()
+        self.dialogue_level = _check_sequence(sequence) == "dialogue"
         if phase not in ("teacher", "student"):
             raise ValueError(f"phase must be 'teacher' or 'student', got {phase!r}")
         if weak == strong:
@@ -302,6 +343,7 @@ class SeqSEW(EmotionModel):
             "strong_gru_layers": strong_gru_layers,
             "decoder_units": decoder_units,
             "decoder_layers": decoder_layers,
+            "sequence": sequence,
             **branch,
         }
         self.weak, self.strong, self.phase = weak, strong, phase
@@ -331,7 +373,7 @@ class SeqSEW(EmotionModel):
         """Teacher phase: predict from the stronger modality. Student phase: predict from the weaker one only.
 
         Returns:
-            ``values`` ``(B, K)``. Student phase ``extras``: ``m_sw`` ``(B, T_w, dim)``, ``mask_w``,
+            ``values`` ``(B, K)`` (``(U, K)`` at dialogue level). Student phase ``extras``: ``m_sw`` ``(B, T_w, dim)``, ``mask_w``,
             ``translation`` ``(B, T_w, D_s)``, and when the stronger features are in the batch (training)
             ``m_ss`` ``(B, T_s, dim)`` (teacher, no gradient), ``mask_s``, ``strong_input`` ``(B, T_s, D_s)``.
         """
@@ -339,11 +381,13 @@ class SeqSEW(EmotionModel):
             x, mask = _features(batch, self.strong)
             m, steps, pooled = self.teacher(x, mask)
             valid = mask if mask is not None else torch.ones(m.shape[:2], dtype=torch.bool, device=m.device)
-            return ModelOutput(values=pooled, hidden={self.strong: m}, masks={self.strong: valid})
+            values = _values(steps, pooled, valid, self.dialogue_level)
+            return ModelOutput(values=values, hidden={self.strong: m}, masks={self.strong: valid})
         x, mask = _features(batch, self.weak)
         m_sw, steps, pooled = self.student(x, mask)
         mask_w = mask if mask is not None else torch.ones(m_sw.shape[:2], dtype=torch.bool, device=m_sw.device)
-        out = ModelOutput(values=pooled, hidden={self.weak: m_sw}, masks={self.weak: mask_w})
+        values = _values(steps, pooled, mask_w, self.dialogue_level)
+        out = ModelOutput(values=values, hidden={self.weak: m_sw}, masks={self.weak: mask_w})
         out.extras = {"m_sw": m_sw, "mask_w": mask_w, "translation": self.translate(m_sw), "step_values": steps}
         if _has(batch, self.strong):
             xs, mask_s = _features(batch, self.strong)

@@ -10,7 +10,9 @@ them by ``turn`` (any corpus whose manifest has both: MELD, IEMOCAP, MOSEI video
      "labels": (U,) long                their class ids (-100 where unlabelled; absent when nothing is labelled),
      "features": {m: (B, N, D_m), f"{m}_mask": (B, N) bool},
      "dialogue_ids": list[str] (B,),  "dialogue_mask": (B, N) bool,
-     "dialogue_labels": (B, N) long (-100 at padding), "turns": (B, N) long (-1 at padding)}
+     "dialogue_labels": (B, N) long (-100 at padding), "turns": (B, N) long (-1 at padding),
+     "targets": (U,) float, "dialogue_targets": (B, N) float (NaN at padding and where missing; only with a
+                                        regression target)}
 
 The flattened ``ids`` / ``labels`` are in the row-major order of the valid positions of ``dialogue_mask``, which is
 how a dialogue model flattens its ``(B, N, C)`` scores (``scores[mask]``): the training engine, the runner and
@@ -31,7 +33,7 @@ from torch.utils.data import Dataset
 
 from emofuse.data.labels import LabelScheme
 from emofuse.data.manifest import Utterance
-from emofuse.pipeline.dataset import IGNORE_LABEL, DatasetItemError
+from emofuse.pipeline.dataset import IGNORE_LABEL, DatasetItemError, target_value
 
 __all__ = ["Dialogue", "DialogueDataset", "DialogueError", "form_dialogues", "group_dialogues"]
 
@@ -155,13 +157,16 @@ class DialogueDataset(Dataset[dict[str, Any]]):
             dialogue and in the scores, with a zero vector; spec cm-roberta B11), ``"drop"`` (leave it out of its
             dialogue) or ``"error"``.
         max_turns: Split dialogues longer than this into consecutive chunks (``None``: never).
+        target: Continuous regression target per utterance, a record field or ``"extra.<key>"`` (as for
+            :class:`~emofuse.pipeline.dataset.MultimodalDataset`); ``None``: no ``targets``.
 
     Attributes:
         dialogues: The :class:`Dialogue` items.
         missing: ``{utterance id: [modalities without features]}``.
 
     Raises:
-        ValueError: A record's label is not one of ``classes``, or ``missing`` is unknown.
+        ValueError: A record's label is not one of ``classes``, its target is not a number, or ``missing`` is
+            unknown.
         DialogueError: Records cannot be grouped (see :func:`group_dialogues`).
         DatasetItemError: ``missing="error"`` and an utterance has no features (names it and the modality).
     """
@@ -173,6 +178,7 @@ class DialogueDataset(Dataset[dict[str, Any]]):
         feature_stores: Mapping[str, _Store],
         missing: Missing = "zero",
         max_turns: int | None = None,
+        target: str | None = None,
     ) -> None:
         if missing not in ("zero", "drop", "error"):
             raise ValueError(f"missing must be 'zero', 'drop' or 'error', got {missing!r}")
@@ -192,6 +198,8 @@ class DialogueDataset(Dataset[dict[str, Any]]):
                 raise ValueError(f"utterance {rec.id!r} has label {rec.label!r}, not one of the classes {self.classes}")
             else:
                 self.label_index[rec.id] = index[rec.label]
+        self.target = target
+        self.targets: dict[str, float | None] = {r.id: target_value(r, target) for r in records} if target else {}
         self.missing: dict[str, list[str]] = {}
         for rec in records:
             absent = [m for m, s in self.stores.items() if rec.id not in s]
@@ -265,6 +273,7 @@ class DialogueDataset(Dataset[dict[str, Any]]):
             "ids": [r.id for r in dia.records],
             "turns": [int(r.turn) for r in dia.records],  # type: ignore[arg-type]
             "labels": [self.label_index.get(r.id) for r in dia.records],
+            "targets": [self.targets.get(r.id) for r in dia.records],
             "features": feats,
         }
 
@@ -307,4 +316,12 @@ class DialogueDataset(Dataset[dict[str, Any]]):
         }
         if any_label:
             batch["labels"] = dia_labels[mask]  # (U,), row-major like the model's flattened logits
+        if self.target:
+            dia_targets = torch.full((B, n_max), float("nan"))  # (B, N)
+            for b, it in enumerate(items):
+                for k, value in enumerate(it.get("targets") or []):
+                    if value is not None:
+                        dia_targets[b, k] = value
+            batch["dialogue_targets"] = dia_targets
+            batch["targets"] = dia_targets[mask]  # (U,)
         return batch

@@ -33,7 +33,8 @@ __all__ = ["REGRESSION_TASKS", "RegressionTask"]
 #: Stage task names whose runs are scored as regression (PCC / CCC / MAE / UAR / WAR).
 REGRESSION_TASKS = ("regress", "sew", "seqsew")
 
-RegressionLoss = Literal["mse", "pcc", "ccc", "mae"]
+RegressionLoss = Literal["mse", "pcc", "ccc", "mae", "bce"]
+REGRESSION_LOSSES = ("mse", "pcc", "ccc", "mae", "bce")
 
 
 class RegressionTask(Task):
@@ -41,7 +42,10 @@ class RegressionTask(Task):
 
     Args:
         model: A model returning ``values`` ``(B, K)`` (or ``logits`` ``(B, K)``).
-        loss: ``"mse"``, ``"pcc"`` (``1 − PCC``, ConflictNET), ``"ccc"`` (``1 − CCC``) or ``"mae"``.
+        loss: ``"mse"``, ``"pcc"`` (``1 − PCC``, ConflictNET), ``"ccc"`` (``1 − CCC``), ``"mae"`` or ``"bce"``
+            (binary cross-entropy of probabilities in [0, 1] against 0/1 targets: SeqSEW's sigmoid output on
+            CMU-MOSI binary sentiment, with ``threshold: 0.5`` the reported UAR / WAR are balanced and plain
+            accuracy).
         threshold: Binarisation threshold of the UAR / WAR the training engine reports.
         rescale_to: ``(lo, hi)``: min-max rescale test predictions to this range before binarising (thesis
             Ch.3 post-processing); ``"train"``: to the range of the fold's training targets, as the thesis
@@ -63,8 +67,8 @@ class RegressionTask(Task):
         rescale_to: tuple[float, float] | list[float] | str | None = None,
     ) -> None:
         super().__init__(model)
-        if loss not in ("mse", "pcc", "ccc", "mae"):
-            raise ValueError(f"loss must be 'mse', 'pcc', 'ccc' or 'mae', got {loss!r}")
+        if loss not in REGRESSION_LOSSES:
+            raise ValueError(f"loss must be one of {REGRESSION_LOSSES}, got {loss!r}")
         if rescale_to is not None and rescale_to != "train":
             if isinstance(rescale_to, str) or len(rescale_to) != 2 or float(rescale_to[0]) >= float(rescale_to[1]):
                 raise ValueError(f"rescale_to must be (lo, hi) with lo < hi, or 'train', got {rescale_to!r}")
@@ -115,6 +119,10 @@ class RegressionTask(Task):
             return torch.nn.functional.mse_loss(p, t)
         if self.loss_name == "mae":
             return torch.nn.functional.l1_loss(p, t)
+        if self.loss_name == "bce":
+            if bool(((t != 0) & (t != 1)).any()):
+                raise TaskError(f"loss 'bce' needs 0/1 targets, got values {sorted(set(t.flatten().tolist()))[:5]}")
+            return torch.nn.functional.binary_cross_entropy(p.clamp(1e-7, 1 - 1e-7), t)
         if self.loss_name == "pcc":
             return pcc_loss(p, t)
         return concordance_loss(p, t)

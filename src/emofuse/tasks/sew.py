@@ -146,7 +146,7 @@ class SeqSEWTask(RegressionTask):
         ex = out.extras
         if "m_ss" not in ex:
             return {"loss": loss, **parts, "preds": preds.detach(), "targets": targets}
-        rows = _rows(batch, getattr(self.model, "strong", ""), preds.shape[0], preds.device)
+        rows = _rows(batch, getattr(self.model, "strong", ""), ex["m_sw"].shape[0], preds.device)  # items (B,)
         m_sw, m_ss, tr, x_s = ex["m_sw"][rows], ex["m_ss"][rows], ex["translation"][rows], ex["strong_input"][rows]
         mask_w, mask_s = ex["mask_w"][rows], ex["mask_s"][rows]
         aligned = m_sw.shape[1] == m_ss.shape[1] and bool((mask_w == mask_s).all())

@@ -244,7 +244,7 @@ class DefaultComponents(Components):
                 raise ValueError(f"model {model.model_name!r} reads utterance vectors: set encoders.inputs: features")
             if cfg.data.dialogue_size is not None:  # single-utterance corpora: consecutive utterances per speaker
                 records = form_dialogues(records, cfg.data.dialogue_size)
-            return DialogueDataset(records, list(classes), features)
+            return DialogueDataset(records, list(classes), features, target=cfg.data.target)
         return MultimodalDataset(
             records,
             list(classes),
