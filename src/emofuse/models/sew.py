@@ -373,9 +373,10 @@ class SeqSEW(EmotionModel):
         """Teacher phase: predict from the stronger modality. Student phase: predict from the weaker one only.
 
         Returns:
-            ``values`` ``(B, K)`` (``(U, K)`` at dialogue level). Student phase ``extras``: ``m_sw`` ``(B, T_w, dim)``, ``mask_w``,
-            ``translation`` ``(B, T_w, D_s)``, and when the stronger features are in the batch (training)
-            ``m_ss`` ``(B, T_s, dim)`` (teacher, no gradient), ``mask_s``, ``strong_input`` ``(B, T_s, D_s)``.
+            ``values`` ``(B, K)`` (``(U, K)`` at dialogue level). Student phase ``extras``: ``m_sw``
+            ``(B, T_w, dim)``, ``mask_w``, ``translation`` ``(B, T_w, D_s)``, and when the stronger features
+            are in the batch (training) ``m_ss`` ``(B, T_s, dim)`` (teacher, no gradient), ``mask_s``,
+            ``strong_input`` ``(B, T_s, D_s)``.
         """
         if self.phase == "teacher":
             x, mask = _features(batch, self.strong)
