@@ -1,4 +1,4 @@
-"""configs/evidence/synthetic-{conflictnet,seqsew,seqsew-unimodal}.yaml: issue 7's synthetic-corpus evidence.
+"""configs/evidence/synthetic-{conflictnet,seqsew[-dialogue][-unimodal]}.yaml: issue 7's synthetic-corpus evidence.
 
 All three load and build, are headed as evidence (not a paper row), and regress a continuous target of the synthetic
 recipe speaker-independently; the SeqSEW student and the unimodal baseline are the same network on the same data.
@@ -19,7 +19,13 @@ from emofuse.config import load_config  # noqa: E402
 from emofuse.models import create_model  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2] / "configs" / "evidence"
-STEMS = ["synthetic-conflictnet", "synthetic-seqsew", "synthetic-seqsew-unimodal"]
+STEMS = [
+    "synthetic-conflictnet",
+    "synthetic-seqsew",
+    "synthetic-seqsew-unimodal",
+    "synthetic-seqsew-dialogue",
+    "synthetic-seqsew-dialogue-unimodal",
+]
 
 
 def _params(module) -> int:
@@ -44,10 +50,12 @@ def test_conflictnet_is_the_thesis_network_on_8khz_raw_speech():
     assert cfg.stages[0].task == "regress" and cfg.stages[0].task_options["loss"] == "pcc"
 
 
-def test_seqsew_student_and_unimodal_baseline_are_the_same_network_on_the_same_data():
-    sew = load_config(ROOT / "synthetic-seqsew.yaml")
-    uni = load_config(ROOT / "synthetic-seqsew-unimodal.yaml")
-    for field in ("manifest", "labels", "protocol", "protocol_options", "folds", "target", "batch_size"):
+@pytest.mark.parametrize("level", ["", "-dialogue"])
+def test_seqsew_student_and_unimodal_baseline_are_the_same_network_on_the_same_data(level):
+    sew = load_config(ROOT / f"synthetic-seqsew{level}.yaml")
+    uni = load_config(ROOT / f"synthetic-seqsew{level}-unimodal.yaml")
+    fields = ("manifest", "labels", "protocol", "protocol_options", "folds", "target", "batch_size", "dialogue_size")
+    for field in fields:
         assert getattr(sew.data, field) == getattr(uni.data, field), field
     assert sew.seeds == uni.seeds and len(sew.seeds) >= 3
     assert sew.optim == uni.optim and sew.trainer.max_epochs == uni.trainer.max_epochs
@@ -57,3 +65,4 @@ def test_seqsew_student_and_unimodal_baseline_are_the_same_network_on_the_same_d
     baseline = create_model(uni.model.name, **uni.model.options)
     assert student.weak == "audio" and student.strong == "text" and baseline.modality == "audio"
     assert _params(student.student) == _params(baseline.branch) > 0
+    assert student.dialogue_level == baseline.dialogue_level == bool(level)

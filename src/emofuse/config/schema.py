@@ -290,6 +290,9 @@ class EncodersConfig(_Section):
             :class:`~emofuse.features.files.FileFeatureStore`) into ``batch["features"][m]``, instead of
             an encoder; a record without the modality is absent (masked, ``batch["present"][m]``).
         max_frames: Per-modality frame limit of file features (``{"video": 32}``).
+        standardize: Modalities whose features (cached or file) are z-scored per dimension with the mean / std
+            of each fold's training utterances, stored in the fold's checkpoints
+            (:mod:`emofuse.pipeline.standardize`); for hand-crafted features (eGeMAPS, openSMILE, COVAREP).
     """
 
     audio: str | None = None
@@ -306,6 +309,7 @@ class EncodersConfig(_Section):
     text_options: dict[str, Any] = Field(default_factory=dict)
     files: list[str] = Field(default_factory=list)
     max_frames: dict[str, int] = Field(default_factory=dict)
+    standardize: list[str] = Field(default_factory=list)
 
 
 class MissingEvalConfig(_Section):

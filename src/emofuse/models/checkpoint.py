@@ -277,4 +277,6 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     doc = read_checkpoint_meta(path)
     model = _rebuild(doc, path)
     load_weights(model, path, strict=True)
+    if doc.get("feature_stats"):  # encoders.standardize: the training split's statistics travel with the model
+        model.feature_stats = doc["feature_stats"]
     return model.to(map_location).eval(), doc

@@ -86,6 +86,12 @@ class Components:
         """The objective of ``stage`` around ``model``."""
         raise NotImplementedError
 
+    def feature_stats(
+        self, cfg: ExperimentConfig, model: EmotionModel, records: Sequence[Utterance]
+    ) -> dict[str, dict[str, Any]]:
+        """``encoders.standardize`` statistics over ``records`` (a fold's training split)."""
+        raise NotImplementedError
+
     def provenance(self) -> dict[str, Any]:
         """Which encoder weights ran (written into ``env.json``, ``model.json`` and the results)."""
         return {}
@@ -237,6 +243,17 @@ class DefaultComponents(Components):
         teacher = {m: self.store(cfg, e) for m, e in encoders.items()} if stage.task == "distill" else {}
         root = Path(cfg.data.manifest).parent if cfg.data.manifest is not None else None
         features.update(self.file_stores(cfg, records, root))
+        if cfg.encoders.standardize:
+            from emofuse.pipeline.standardize import FeatureStatsError, standardize_stores
+
+            stats = getattr(model, "feature_stats", None)
+            absent = sorted(set(cfg.encoders.standardize) - set(stats or {}))
+            if absent:
+                raise FeatureStatsError(
+                    f"encoders.standardize names {absent}, but the model carries no feature statistics for them "
+                    "(a checkpoint trained without standardisation, or fit_feature_stats was not run)"
+                )
+            features = standardize_stores(features, stats)
         if getattr(model, "dialogue_level", False):  # context models (CM-RoBERTa): one item = one dialogue
             from emofuse.pipeline.dialogue import DialogueDataset, form_dialogues
 
@@ -258,6 +275,26 @@ class DefaultComponents(Components):
             max_duration=cfg.encoders.max_duration,
             target=cfg.data.target,
         )
+
+    def feature_stats(  # noqa: D102
+        self, cfg: ExperimentConfig, model: EmotionModel, records: Sequence[Utterance]
+    ) -> dict[str, dict[str, Any]]:
+        """Per-dimension mean / std of the ``encoders.standardize`` modalities over ``records`` (a training split).
+
+        Taken over what the model reads: every frame, or one vector per utterance for dialogue-level models.
+        """
+        from emofuse.pipeline.standardize import FeatureStatsError, fit_feature_stats
+
+        if cfg.encoders.inputs == "raw" and not cfg.encoders.files:
+            raise FeatureStatsError("encoders.standardize needs encoders.inputs: features (or encoders.files)")
+        stores: dict[str, Any] = {}
+        if cfg.encoders.inputs == "features":
+            names = self.encoder_names(cfg, model)
+            stores = {m: self.store(cfg, self.encoder(cfg, m, n)) for m, n in names.items()}
+        root = Path(cfg.data.manifest).parent if cfg.data.manifest is not None else None
+        stores.update(self.file_stores(cfg, records, root))
+        pooled = bool(getattr(model, "dialogue_level", False))
+        return fit_feature_stats(stores, [r.id for r in records], cfg.encoders.standardize, pooled=pooled)
 
     def file_stores(self, cfg: ExperimentConfig, records: Sequence[Utterance], root: Path | None) -> dict[str, Any]:
         """A :class:`~emofuse.features.files.FileFeatureStore` per modality of ``encoders.files``.

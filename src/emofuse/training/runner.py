@@ -131,6 +131,14 @@ class _Run:
         self.dir = exp.out_dir / fold.name / f"seed{seed}"
         self.zero = is_launcher_rank_zero()
 
+    def feature_stats(self, model: Any) -> dict[str, Any]:
+        """``encoders.standardize`` statistics of this fold's training split (fitted once per fold)."""
+        cache = self.exp.feature_stats
+        if self.fold.name not in cache:
+            train = [self.exp.by_id[i] for i in self.fold.train]
+            cache[self.fold.name] = self.exp.components.feature_stats(self.exp.cfg, model, train)
+        return cache[self.fold.name]
+
     def stage(self, index: int, stage: StageConfig, prev: Path | None) -> Path:
         exp, cfg = self.exp, self.exp.cfg
         sdir = self.dir / stage.name
@@ -143,6 +151,8 @@ class _Run:
         seed_everything(self.seed, deterministic=tcfg.deterministic)
         L.seed_everything(self.seed, workers=True, verbose=False)
         model = exp.components.model(cfg, stage, exp.classes)
+        if cfg.encoders.standardize:  # fitted on this fold's training utterances only, kept in its checkpoints
+            model.feature_stats = self.feature_stats(model)
         init = None
         if index > 0 and stage.init == "previous" and prev is not None:
             init = find_checkpoint(prev, "best")
@@ -177,6 +187,8 @@ class _Run:
             "seed": self.seed,
             "initialised_from": str(init) if init else None,
         }
+        if cfg.encoders.standardize:
+            meta["feature_stats"] = model.feature_stats
         callbacks: list[Any] = [SafetensorsCheckpoint(sdir, monitor, mode, meta)]
         stopper = early_stopping(monitor, tcfg.early_stopping_patience, mode)
         show = exp.progress and tcfg.progress_bar
@@ -306,6 +318,7 @@ class _Experiment:
         self.classes, self.records = resolve_classes(cfg, records)
         self.by_id = {r.id: r for r in self.records}
         self.folds = resolve_folds(cfg, self.records)
+        self.feature_stats: dict[str, dict[str, Any]] = {}  # encoders.standardize, per fold
 
 
 def run_experiment(
