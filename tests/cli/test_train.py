@@ -105,3 +105,17 @@ def test_train_and_evaluate_errors_are_one_line(tmp_path):
         app, ["evaluate", str(tmp_path), "--manifest", str(manifest), "--out", str(tmp_path / "o.json")]
     )
     assert res.exit_code == 2 and "not a training run folder" in res.output
+
+
+def test_summary_table_shows_regression_metrics():
+    from rich.console import Console
+
+    from emofuse.cli.train import _summary_table
+
+    agg = {k: {"mean": v, "std": 0.01} for k, v in {"pcc": 0.5, "ccc": 0.4, "mae": 0.3, "uar": 0.6, "war": 0.7}.items()}
+    con = Console(width=80, record=True)
+    con.print(_summary_table({"aggregate": agg, "classes": []}, "run"))
+    text = con.export_text()
+    for label in ("PCC", "CCC", "MAE", "UAR", "WAR"):
+        assert label in text
+    assert "0.4000" in text or "0.400" in text

@@ -23,6 +23,7 @@ def _summary_table(doc: dict[str, Any], title: str) -> Table:
     rows: list[tuple[str, tuple[str, ...]]] = [("MulT macro-F1", ("mult_f1", "macro"))]
     rows += [(f"F1 {c} (MulT)", ("mult_f1", "per_class", c)) for c in doc.get("classes", [])]
     rows += [("WA", ("wa",)), ("UA", ("ua",)), ("weighted F1", ("weighted_f1",)), ("macro F1", ("macro_f1",))]
+    rows += [(key.upper(), (key,)) for key in ("pcc", "ccc", "mae", "uar", "war")]  # regression runs
     for label, path in rows:
         node: Any = agg
         for key in path:
