@@ -25,6 +25,7 @@ STEMS = [
     "synthetic-seqsew-unimodal",
     "synthetic-seqsew-dialogue",
     "synthetic-seqsew-dialogue-unimodal",
+    "synthetic-seqsew-dialogue-control",
 ]
 
 
@@ -66,3 +67,16 @@ def test_seqsew_student_and_unimodal_baseline_are_the_same_network_on_the_same_d
     assert student.weak == "audio" and student.strong == "text" and baseline.modality == "audio"
     assert _params(student.student) == _params(baseline.branch) > 0
     assert student.dialogue_level == baseline.dialogue_level == bool(level)
+
+
+def test_dialogue_control_is_seqsew_without_the_co_learning_terms():
+    sew = load_config(ROOT / "synthetic-seqsew-dialogue.yaml")
+    ctl = load_config(ROOT / "synthetic-seqsew-dialogue-control.yaml")
+    assert (ctl.data, ctl.model, ctl.encoders, ctl.optim, ctl.trainer, ctl.seeds) == (
+        sew.data, sew.model, sew.encoders, sew.optim, sew.trainer, sew.seeds
+    )  # fmt: skip
+    (t0, s0), (t1, s1) = sew.resolved_stages(), ctl.resolved_stages()
+    assert t0 == t1 and (s1.task_options["alpha"], s1.task_options["beta"]) == (0.0, 0.0)
+    assert {k: v for k, v in s0.task_options.items() if k not in ("alpha", "beta")} == {
+        k: v for k, v in s1.task_options.items() if k not in ("alpha", "beta")
+    }
