@@ -103,7 +103,7 @@ def test_mosi_seqsew_config_runs_end_to_end(tmp_path):
     (run,) = doc["runs"]
     n_test = sum(r.split == "test" for r in prep.records)
     assert run["metrics"]["n"] == n_test  # one prediction per test utterance, not per video
-    assert {"pcc", "ccc", "mae", "uar", "war"} <= set(run["metrics"])
+    assert {"pcc", "ccc", "mae", "uar", "war", "weighted_f1"} <= set(run["metrics"])  # Acc = WAR, F̄1
     preds = (tmp_path / "run").glob("*/seed0/predictions.jsonl")
     lines = next(preds).read_text(encoding="utf-8").splitlines()
     assert len(lines) == n_test

@@ -23,6 +23,7 @@ from emofuse.metrics import (
     mult_f1,
     pcc,
     positive_class_f1,
+    regression_metrics,
     weighted_f1_from_per_class,
 )
 
@@ -327,6 +328,14 @@ def test_binarized_metrics_uar_war():
     shifted = binarized_metrics(y, y_hat, threshold=0.5)
     assert shifted["support"] == {"low": 4, "high": 1}
     json.dumps(r)
+    # thesis Ch.5's weighted F1 (CMU-MOSI binary sentiment): per-class F1 weighted by true support
+    tb, pb = np.asarray(y) >= 0, np.asarray(y_hat) >= 0
+    assert r["weighted_f1"] == pytest.approx(skm.f1_score(tb, pb, average="weighted"))
+    probs = np.random.default_rng(0).uniform(0, 1, 50)
+    labels = (np.random.default_rng(1).uniform(0, 1, 50) > 0.4).astype(float)
+    m = regression_metrics(labels, probs, threshold=0.5)
+    assert m["weighted_f1"] == pytest.approx(skm.f1_score(labels, probs >= 0.5, average="weighted"))
+    assert m["war"] == pytest.approx(skm.accuracy_score(labels, probs >= 0.5))
 
 
 # --------------------------------------------------------------------------------------------------

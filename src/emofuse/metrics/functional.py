@@ -437,12 +437,13 @@ def mae(y_true: Any, y_pred: Any) -> float:
 
 
 def binarized_metrics(y_true_cont: Any, y_pred_cont: Any, threshold: float = 0.0) -> dict[str, Any]:
-    """UAR and WAR of continuous targets and predictions split at ``threshold`` (thesis Ch.3).
+    """UAR, WAR and weighted F1 of continuous targets and predictions split at ``threshold`` (thesis Ch.3, 5).
 
     A value is "high" when ``>= threshold`` and "low" otherwise (the thesis: high conflict if the
     score is >= 0). UAR = mean of the per-class recalls of the classes present in the targets
     (our UA); WAR = overall accuracy (our WA). Note that Rajan's thesis uses "WA" for the *balanced*
-    accuracy in Ch.4; UAR/WAR here follow its Ch.3 (and the usual) meaning.
+    accuracy in Ch.4; UAR/WAR here follow its Ch.3 (and the usual) meaning. ``weighted_f1`` is the per-class
+    F1 averaged with true-support weights (Ch.5's F̄1 of CMU-MOSI binary sentiment, Tables 5.4 / 5.6).
 
     Args:
         y_true_cont: Continuous targets, shape ``(N,)``.
@@ -451,7 +452,7 @@ def binarized_metrics(y_true_cont: Any, y_pred_cont: Any, threshold: float = 0.0
         threshold: Decision threshold.
 
     Returns:
-        ``{"uar", "war", "threshold", "labels": ["low", "high"], "confusion", "support",
+        ``{"uar", "war", "weighted_f1", "threshold", "labels": ["low", "high"], "confusion", "support",
         "per_class_recall"}``.
 
     Example:
@@ -467,6 +468,7 @@ def binarized_metrics(y_true_cont: Any, y_pred_cont: Any, threshold: float = 0.0
     return {
         "uar": m["ua"],
         "war": m["wa"],
+        "weighted_f1": m["weighted_f1"],
         "threshold": float(threshold),
         "labels": labels,
         "confusion": m["confusion"],
@@ -481,7 +483,7 @@ def regression_metrics(
     threshold: float = 0.0,
     rescale_to: tuple[float, float] | None = None,
 ) -> dict[str, Any]:
-    """PCC, CCC, MAE of continuous predictions plus UAR / WAR of the scores binarised at ``threshold``.
+    """PCC, CCC, MAE of continuous predictions plus UAR / WAR / weighted F1 of the scores binarised at ``threshold``.
 
     Args:
         y_true: Targets, shape ``(N,)``.
@@ -493,7 +495,7 @@ def regression_metrics(
             predictions. ``None``: no rescaling.
 
     Returns:
-        ``{"pcc", "ccc", "mae", "uar", "war", "n", "binarized": binarized_metrics(...)}``.
+        ``{"pcc", "ccc", "mae", "uar", "war", "weighted_f1", "n", "binarized": binarized_metrics(...)}``.
 
     Example:
         >>> m = regression_metrics([-0.5, -0.2, 0.1, 0.7], [-0.1, 0.3, 0.2, 0.0])
@@ -515,6 +517,7 @@ def regression_metrics(
         "mae": mae(t, p),
         "uar": binar["uar"],
         "war": binar["war"],
+        "weighted_f1": binar["weighted_f1"],
         "n": int(t.size),
         "binarized": binar,
     }

@@ -287,7 +287,7 @@ class TaskModule(L.LightningModule):
             if int(keep.sum()) < 2:
                 continue
             m = regression_metrics(targets[keep, k].numpy(), preds[keep, k].numpy(), threshold, rescale)
-            per_target.append({key: float(m[key]) for key in ("pcc", "ccc", "mae", "uar", "war")})
+            per_target.append({key: float(m[key]) for key in ("pcc", "ccc", "mae", "uar", "war", "weighted_f1")})
         if not per_target:
             return {}
         return {key: sum(m[key] for m in per_target) / len(per_target) for key in per_target[0]}

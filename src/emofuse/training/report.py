@@ -97,7 +97,9 @@ def render_markdown(doc: Mapping[str, Any], digits: int = 4) -> str:
     return "\n".join(lines)
 
 
-_REGRESSION = (("PCC", "pcc"), ("CCC", "ccc"), ("MAE", "mae"), ("UAR", "uar"), ("WAR", "war"))
+_REGRESSION = (
+    ("PCC", "pcc"), ("CCC", "ccc"), ("MAE", "mae"), ("UAR", "uar"), ("WAR", "war"), ("weighted F1", "weighted_f1")
+)  # fmt: skip
 
 
 def _regression_lines(
