@@ -196,3 +196,13 @@ def test_bce_prediction_loss_needs_binary_targets():
     )
     with pytest.raises(TaskError, match="0/1 targets"):
         task.prediction_loss(p, torch.tensor([[0.5], [1.0]]))
+
+
+def test_student_starts_from_the_unimodal_baselines_weights_under_one_seed():
+    kw = dict(dim=8, ffn_dim=16, head_hidden=8)
+    torch.manual_seed(3)
+    sew = SeqSEW(weak="audio", strong="text", weak_dim=5, strong_dim=7, weak_gru_layers=1, decoder_units=4, **kw)
+    torch.manual_seed(3)
+    uni = create_model("seqsew_unimodal", modality="audio", input_dim=5, gru_layers=1, **kw)
+    a, b = sew.student.state_dict(), uni.branch.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -348,8 +348,10 @@ class SeqSEW(EmotionModel):
         }
         self.weak, self.strong, self.phase = weak, strong, phase
         self.modalities = (weak, strong)  # type: ignore[misc]
-        self.teacher = SeqBranch(strong_dim, strong_gru_layers, **branch)
+        # the student first: under one seed it starts from the weights SeqUnimodal(weak) starts from, so the
+        # multimodal-trained student and the unimodal baseline differ by the co-learning terms, not the init
         self.student = SeqBranch(weak_dim, weak_gru_layers, **branch)
+        self.teacher = SeqBranch(strong_dim, strong_gru_layers, **branch)
         dim = self.student.dim
         self.decoder_gru = nn.GRU(dim, decoder_units, decoder_layers, batch_first=True, bidirectional=True)
         self.decoder_out = nn.Linear(2 * decoder_units, strong_dim)
