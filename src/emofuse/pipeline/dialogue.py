@@ -35,7 +35,7 @@ from emofuse.data.labels import LabelScheme
 from emofuse.data.manifest import Utterance
 from emofuse.pipeline.dataset import IGNORE_LABEL, DatasetItemError, target_value
 
-__all__ = ["Dialogue", "DialogueDataset", "DialogueError", "form_dialogues", "group_dialogues"]
+__all__ = ["Dialogue", "DialogueDataset", "DialogueError", "form_dialogues", "group_dialogues", "utterance_vector"]
 
 Missing = Literal["zero", "drop", "error"]
 
@@ -136,7 +136,7 @@ def form_dialogues(records: Iterable[Utterance], size: int, by: str | None = "sp
     return out
 
 
-def _vector(store: Any, utt: str) -> Tensor:
+def utterance_vector(store: Any, utt: str) -> Tensor:
     """The utterance vector ``(D,)``: the store's pooled vector, else the mean of its frames."""
     get_pooled = getattr(store, "get_pooled", None)
     if callable(get_pooled):
@@ -252,7 +252,7 @@ class DialogueDataset(Dataset[dict[str, Any]]):
                 present = next((r.id for d in self.dialogues for r in d.records if r.id in store), None)
                 if present is None:
                     raise DatasetItemError("?", f"no utterance has features for {modality!r}")
-                dim = int(_vector(store, present).shape[-1])
+                dim = int(utterance_vector(store, present).shape[-1])
             self.dims[modality] = int(dim)
         return self.dims[modality]
 
@@ -264,7 +264,7 @@ class DialogueDataset(Dataset[dict[str, Any]]):
             rows = []
             for rec in dia.records:
                 if rec.id in store:
-                    rows.append(_vector(store, rec.id))
+                    rows.append(utterance_vector(store, rec.id))
                 else:
                     rows.append(torch.zeros(self._dim(m)))
             feats[m] = torch.stack(rows)  # (N, D)

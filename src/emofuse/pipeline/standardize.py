@@ -30,6 +30,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from emofuse.pipeline.dialogue import utterance_vector
+
 __all__ = ["FeatureStatsError", "StandardizedStore", "fit_feature_stats", "standardize_stores"]
 
 _EPS = 1e-8
@@ -41,11 +43,7 @@ class FeatureStatsError(ValueError):
 
 def _frames(store: Any, utt: str, pooled: bool) -> Tensor:
     if pooled:
-        get_pooled = getattr(store, "get_pooled", None)
-        if callable(get_pooled):
-            return get_pooled(utt).float().reshape(1, -1)
-        x = store.get(utt).float()
-        return x.reshape(1, -1) if x.ndim == 1 else x.mean(0, keepdim=True)
+        return utterance_vector(store, utt).reshape(1, -1)
     x = store.get(utt).float()
     return x.reshape(1, -1) if x.ndim == 1 else x.reshape(-1, x.shape[-1])
 
@@ -124,11 +122,7 @@ class StandardizedStore:
 
     def get_pooled(self, utt: str) -> Tensor:
         """Standardised utterance vector ``(D,)`` (the wrapped store's pooled vector, else its frame mean)."""
-        get_pooled = getattr(self.store, "get_pooled", None)
-        if callable(get_pooled):
-            return self._norm(get_pooled(utt))
-        x = self.store.get(utt)
-        return self._norm(x if x.ndim == 1 else x.float().mean(0))
+        return self._norm(utterance_vector(self.store, utt))
 
     def __contains__(self, utt: object) -> bool:
         return utt in self.store

@@ -19,7 +19,7 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, get_args
 
 import torch
 from torch import Tensor
@@ -34,7 +34,7 @@ __all__ = ["REGRESSION_TASKS", "RegressionTask"]
 REGRESSION_TASKS = ("regress", "sew", "seqsew")
 
 RegressionLoss = Literal["mse", "pcc", "ccc", "mae", "bce"]
-REGRESSION_LOSSES = ("mse", "pcc", "ccc", "mae", "bce")
+REGRESSION_LOSSES: tuple[str, ...] = get_args(RegressionLoss)
 
 
 class RegressionTask(Task):

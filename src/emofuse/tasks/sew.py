@@ -155,12 +155,11 @@ class SeqSEWTask(RegressionTask):
                 f"align='steps' needs step-aligned sequences; student has {m_sw.shape[1]} steps, "
                 f"teacher {m_ss.shape[1]}"
             )
+        if self.align == "resample" and not aligned:  # teacher codes and features put on the student's steps
+            m_ss, x_s = resample_steps(m_ss, mask_s, mask_w), resample_steps(x_s, mask_s, mask_w)
+            aligned = True
         steps = aligned and self.align != "pooled"
-        if self.align == "resample" and not aligned:
-            valid = mask_w  # (N, T_w): teacher codes and features put on the student's steps
-            a_s, a_w = resample_steps(m_ss, mask_s, mask_w)[valid], m_sw[valid]  # (n_valid, dim)
-            t_loss = F.l1_loss(tr[valid], resample_steps(x_s, mask_s, mask_w)[valid]) if bool(valid.any()) else None
-        elif steps:
+        if steps:
             valid = mask_w  # (N, T)
             a_s, a_w = m_ss[valid], m_sw[valid]  # (n_valid, dim)
             t_loss = F.l1_loss(tr[valid], x_s[valid]) if bool(valid.any()) else None

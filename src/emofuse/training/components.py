@@ -239,10 +239,9 @@ class DefaultComponents(Components):
         names = self.encoder_names(cfg, model)
         encoders = {m: self.encoder(cfg, m, n) for m, n in names.items()}
         raw = cfg.encoders.inputs == "raw"
-        features = {} if raw else {m: self.store(cfg, e) for m, e in encoders.items()}
         teacher = {m: self.store(cfg, e) for m, e in encoders.items()} if stage.task == "distill" else {}
         root = Path(cfg.data.manifest).parent if cfg.data.manifest is not None else None
-        features.update(self.file_stores(cfg, records, root))
+        features = self._feature_stores(cfg, encoders, records, root)
         if cfg.encoders.standardize:
             from emofuse.pipeline.standardize import FeatureStatsError, standardize_stores
 
@@ -287,14 +286,19 @@ class DefaultComponents(Components):
 
         if cfg.encoders.inputs == "raw" and not cfg.encoders.files:
             raise FeatureStatsError("encoders.standardize needs encoders.inputs: features (or encoders.files)")
-        stores: dict[str, Any] = {}
-        if cfg.encoders.inputs == "features":
-            names = self.encoder_names(cfg, model)
-            stores = {m: self.store(cfg, self.encoder(cfg, m, n)) for m, n in names.items()}
+        encoders = {m: self.encoder(cfg, m, n) for m, n in self.encoder_names(cfg, model).items()}
         root = Path(cfg.data.manifest).parent if cfg.data.manifest is not None else None
-        stores.update(self.file_stores(cfg, records, root))
+        stores = self._feature_stores(cfg, encoders, records, root)
         pooled = bool(getattr(model, "dialogue_level", False))
         return fit_feature_stats(stores, [r.id for r in records], cfg.encoders.standardize, pooled=pooled)
+
+    def _feature_stores(
+        self, cfg: ExperimentConfig, encoders: dict[str, Any], records: Sequence[Utterance], root: Path | None
+    ) -> dict[str, Any]:
+        """What ``batch["features"]`` is read from: the encoders' caches (``inputs: features``) and the file stores."""
+        stores = {} if cfg.encoders.inputs == "raw" else {m: self.store(cfg, e) for m, e in encoders.items()}
+        stores.update(self.file_stores(cfg, records, root))
+        return stores
 
     def file_stores(self, cfg: ExperimentConfig, records: Sequence[Utterance], root: Path | None) -> dict[str, Any]:
         """A :class:`~emofuse.features.files.FileFeatureStore` per modality of ``encoders.files``.
