@@ -96,3 +96,55 @@ def test_dump_roundtrip(tmp_path):
     cfg = load_config(None, ["optim.lr=0.01", "model.d_model=8"])
     dump_config(cfg, tmp_path / "resolved.yaml")
     assert load_config(tmp_path / "resolved.yaml") == cfg
+
+
+STAGED = (
+    "trainer: {max_epochs: 50, monitor: val/loss}\n"
+    "optim: {lr: 0.001}\n"
+    "stages:\n"
+    "  - {name: distill, task: distill, model: {with_head: false}, trainer: {max_epochs: 10}, optim: {lr: 0.01}}\n"
+    "  - {name: finetune, task: classify, trainer: {max_epochs: 30}}\n"
+)
+
+
+def _epochs(cfg: ExperimentConfig) -> dict[str, int]:
+    return {s.name: s.resolve(cfg.optim, cfg.trainer)[1].max_epochs for s in cfg.stages}
+
+
+def test_stage_override_by_name_reaches_only_that_stage(tmp_path):
+    p = tmp_path / "staged.yaml"
+    p.write_text(STAGED)
+    cfg = load_config(p, ["stages.distill.trainer.max_epochs=1", "stages.finetune.optim.lr=0.5"])
+    assert _epochs(cfg) == {"distill": 1, "finetune": 30}
+    assert cfg.stages[1].resolve(cfg.optim, cfg.trainer)[0].lr == 0.5
+    cfg = load_config(p, ["stages.1.trainer.monitor=val/wa"])  # by index too
+    assert cfg.stages[1].trainer["monitor"] == "val/wa"
+
+
+def test_top_level_trainer_override_is_not_shadowed_by_stage_settings(tmp_path, caplog):
+    p = tmp_path / "staged.yaml"
+    p.write_text(STAGED)
+    cfg = load_config(p, ["trainer.max_epochs=1", "optim.lr=0.2"])
+    assert _epochs(cfg) == {"distill": 1, "finetune": 1}
+    assert [s.resolve(cfg.optim, cfg.trainer)[0].lr for s in cfg.stages] == [0.2, 0.2]
+    assert "also replaces the stages' own trainer.max_epochs (distill: 10, finetune: 30)" in caplog.text
+    assert load_config(p).stages[0].trainer == {"max_epochs": 10}  # the file's own values are untouched
+
+
+def test_shadowed_model_override_and_unknown_stage_are_refused(tmp_path):
+    p = tmp_path / "staged.yaml"
+    p.write_text(STAGED)
+    with pytest.raises(ConfigError, match=r"stages.distill.model.with_head=True"):
+        load_config(p, ["model.with_head=true"])
+    with pytest.raises(ConfigError, match=r"no stage named 'distil'; the config's stages: distill, finetune"):
+        load_config(p, ["stages.distil.trainer.max_epochs=1"])
+    with pytest.raises(ConfigError, match=r"no stage named 'train'; the config's stages: none"):
+        load_config(None, ["stages.train.trainer.max_epochs=1"])
+
+
+def test_paper_config_epochs_follow_the_command_line():
+    from pathlib import Path
+
+    config = Path(__file__).resolve().parents[2] / "configs/cmd/iemocap.yaml"
+    assert set(_epochs(load_config(config, ["trainer.max_epochs=1"])).values()) == {1}
+    assert _epochs(load_config(config, ["stages.distill.trainer.max_epochs=2"]))["distill"] == 2

@@ -8,7 +8,9 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import difflib
+import logging
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -18,10 +20,23 @@ from pydantic import BaseModel, ValidationError
 
 from emofuse.config.schema import ExperimentConfig, ModelConfig, model_options_schema
 
-__all__ = ["ConfigError", "apply_overrides", "dump_config", "load_config", "load_yaml", "parse_override"]
+__all__ = [
+    "STAGE_SHADOWED",
+    "ConfigError",
+    "apply_overrides",
+    "dump_config",
+    "load_config",
+    "load_yaml",
+    "parse_override",
+]
 
 T = TypeVar("T", bound=BaseModel)
 BASE_KEY = "base"
+#: Top-level sections a stage can override key by key; a command-line override of one of their keys also
+#: replaces the stages' own value of that key (so ``--set trainer.max_epochs=1`` reaches every stage).
+STAGE_SHADOWED = ("trainer", "optim")
+
+logger = logging.getLogger(__name__)
 
 
 class ConfigError(ValueError):
@@ -73,20 +88,71 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     return key.split("."), value
 
 
+def _set(node: dict[str, Any], path: list[str], value: Any, item: str) -> None:
+    for part in path[:-1]:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        elif not isinstance(child, dict):
+            raise ConfigError(f"override {item!r}: {part!r} is a value, not a section")
+        node = child
+    node[path[-1]] = value
+
+
+def _stage(stages: Any, key: str, item: str) -> dict[str, Any]:
+    """The stage named ``key`` (or at index ``key``) of the config's ``stages`` list."""
+    stages = stages if isinstance(stages, list) else []
+    names = [s.get("name", "train") if isinstance(s, dict) else None for s in stages]
+    if key in names:
+        return stages[names.index(key)]  # type: ignore[no-any-return]
+    if key.isdigit() and int(key) < len(stages) and isinstance(stages[int(key)], dict):
+        return stages[int(key)]  # type: ignore[no-any-return]
+    have = ", ".join(map(str, names)) if names else "none (the config trains one stage: set trainer.* / optim.*)"
+    raise ConfigError(f"override {item!r}: no stage named {key!r}; the config's stages: {have}")
+
+
+def _shadowing_stages(data: Mapping[str, Any], section: str, key: str) -> list[dict[str, Any]]:
+    stages = data.get("stages")
+    return [
+        s
+        for s in (stages if isinstance(stages, list) else [])
+        if isinstance(s, dict) and isinstance(s.get(section), dict) and key in s[section]
+    ]
+
+
 def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
-    """Apply dotted overrides to a nested dict (a copy is returned)."""
-    out = _deep_merge({}, data)
+    """Apply dotted overrides to a nested dict (a copy is returned).
+
+    ``stages.<name>.<section>.<key>=value`` sets one stage's value (``<name>`` is the stage's name, or
+    its index). A top-level ``trainer.<key>`` or ``optim.<key>`` that a stage sets too is applied to that
+    stage as well (logged), so a command-line value is never shadowed; a ``model.<key>`` a stage sets is
+    refused, naming the per-stage override to use instead.
+
+    Raises:
+        ConfigError: A malformed override, a value where a section is needed, an unknown stage, or a
+            ``model`` key a stage shadows.
+    """
+    out = copy.deepcopy(data)
     for item in overrides:
         path, value = parse_override(item)
-        node = out
-        for part in path[:-1]:
-            child = node.get(part)
-            if child is None:
-                child = node[part] = {}
-            elif not isinstance(child, dict):
-                raise ConfigError(f"override {item!r}: {part!r} is a value, not a section")
-            node = child
-        node[path[-1]] = value
+        if path[0] == "stages" and len(path) > 2:
+            _set(_stage(out.get("stages"), path[1], item), path[2:], value, item)
+            continue
+        _set(out, path, value, item)
+        if len(path) != 2:
+            continue
+        shadowing = _shadowing_stages(out, path[0], path[1])
+        if shadowing and path[0] == "model":
+            names = [str(s.get("name", "train")) for s in shadowing]
+            raise ConfigError(
+                f"override {item!r}: stage(s) {', '.join(names)} set model.{path[1]} themselves, which would "
+                f"shadow it; set it per stage instead, e.g. --set stages.{names[0]}.model.{path[1]}={value}"
+            )
+        if shadowing and path[0] in STAGE_SHADOWED:
+            was = ", ".join(f"{s.get('name', 'train')}: {s[path[0]][path[1]]!r}" for s in shadowing)
+            logger.warning("override %s also replaces the stages' own %s (%s)", item, ".".join(path), was)
+            for s in shadowing:
+                s[path[0]][path[1]] = value
     return out
 
 
