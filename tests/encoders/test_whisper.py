@@ -245,3 +245,48 @@ def test_packaged_whisper_base():
     enc = create_encoder("openai/whisper-base")
     assert enc.output_dim == 512 and not enc.provenance.stand_in
     assert enc.encode([noise(3.0)]).hidden.shape == (1, 150, 512)
+
+
+def test_pad_to_30_runs_whispers_own_window_and_keeps_the_clip_frames(make_encoder):
+    enc = make_encoder("tiny-whisper", pad_to=30)
+    clip = noise(1.3, 7)
+    out = enc.encode([clip])
+    n = (int(1.3 * SR) // 160 + 1) // 2
+    assert out.hidden.shape == (1, n, 32) and out.mask.sum().item() == n  # same frames as unpadded
+    # reference: transformers' WhisperEncoder on the 30 s zero-padded waveform, sliced to the clip's frames
+    from transformers import WhisperFeatureExtractor
+
+    fe = WhisperFeatureExtractor(feature_size=80)
+    padded = fe(clip, sampling_rate=SR, padding="max_length", return_tensors="pt").input_features
+    with torch.no_grad():
+        ref = enc.model(padded).last_hidden_state[0, :n]
+    torch.testing.assert_close(out.hidden[0], ref, atol=1e-5, rtol=1e-5)
+    # a clip's states do not depend on the batch it is in, and differ from the unpadded policy
+    both = enc.encode([noise(2.5, 8), clip])
+    torch.testing.assert_close(both.hidden[1, :n], out.hidden[0], atol=1e-5, rtol=1e-5)
+    unpadded = make_encoder("tiny-whisper").encode([clip])
+    assert not torch.allclose(unpadded.hidden, out.hidden, atol=1e-3)
+
+
+def test_layer_stats_are_mean_std_of_every_hidden_state(make_encoder):
+    from emofuse.layers.pooling import mean_std_pool
+
+    stats = make_encoder("tiny-whisper", output="layer_stats", pad_to=10)
+    clips = [noise(1.0, 1), noise(0.7, 2)]
+    out = stats.encode(clips)
+    assert stats.output_dim == 3 * 2 * 32 and out.hidden.shape == (2, 1, 192) and out.mask.all()
+    for layer in range(3):
+        frames = make_encoder("tiny-whisper", layer=layer, pad_to=10).encode(clips)
+        expected = mean_std_pool(frames.hidden, frames.mask)  # (2, 64)
+        torch.testing.assert_close(out.pooled[:, layer * 64 : (layer + 1) * 64], expected, atol=1e-5, rtol=1e-5)
+
+
+def test_bad_policy_values_are_refused(make_encoder):
+    with pytest.raises(ValueError, match="pad_to"):
+        make_encoder("tiny-whisper", pad_to=0)
+    with pytest.raises(ValueError, match="pad_to"):
+        make_encoder("tiny-whisper", pad_to=31)
+    with pytest.raises(ValueError, match="output must be one of"):
+        make_encoder("tiny-whisper", output="tokens")
+    with pytest.raises(ValueError, match="layer must be None"):
+        make_encoder("tiny-whisper", output="layer_stats", layer=1)

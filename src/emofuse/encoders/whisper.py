@@ -32,6 +32,18 @@ raise :class:`~emofuse.encoders.EncoderError`.
 **Layers.** ``hidden_states`` are the embedding output (index 0), the residual stream after each block, and the
 last block's output after the final ``layer_norm`` (index ``L``, the states the Whisper decoder reads), as in
 ``transformers``; ``layer`` picks one or learns a softmax-weighted sum.
+
+**Input policy** (``pad_to``). ``None`` (the default) runs each clip at its own length, as above. A number of
+seconds (``pad_to=30``: the way Whisper was trained) zero-pads every shorter waveform to that length *before* the
+log-mel spectrogram, exactly as ``WhisperFeatureExtractor(padding="max_length")`` does, and the encoder attends
+over the whole window (no key mask); the output keeps only the clip's own frames (``ceil(frames / 2)``), so frame
+counts, masks and pooling do not change with the policy, only the states do. On speaker-independent RAVDESS the
+30 s window is more accurate for pooled probes and several times slower (the real-data benchmark measures both).
+
+**Per-layer statistics** (``output="layer_stats"``). Instead of frames, one vector per utterance: the mean and
+standard deviation over the clip's frames of every hidden state, ``[mean_0 | std_0 | mean_1 | std_1 | ...]``,
+``(L + 1) * 2 * D`` values, as a one-step sequence. Cached once, it lets a probe choose or weight layers
+(:class:`~emofuse.models.probe.LinearProbe` with ``layers=``) without re-running the encoder.
 """
 
 from __future__ import annotations
@@ -50,13 +62,14 @@ from emofuse.encoders._hf import architecture, build_random, load_pretrained, re
 from emofuse.encoders._registry import EncoderSpec, Resolution, register_encoder
 from emofuse.encoders.base import Encoder, EncoderError, EncoderOutput, Provenance, state_fingerprint
 from emofuse.encoders.ct2 import load_whisper_encoder
-from emofuse.layers.pooling import LayerSelector, masked_mean
+from emofuse.layers.pooling import LayerSelector, masked_mean, mean_std_pool
 
 __all__ = ["SAMPLE_RATE", "WhisperInputEmbedding", "WhisperSpeechEncoder", "whisper_config"]
 
 SAMPLE_RATE = 16000
 HOP_LENGTH = 160  # mel frames every 10 ms; the encoder halves that to 50 frames/s
 MIN_SAMPLES = 400  # one 25 ms STFT window
+OUTPUTS = ("frames", "layer_stats")
 
 
 @dataclass(frozen=True)
@@ -146,6 +159,10 @@ class WhisperSpeechEncoder(Encoder):
         layer: ``None`` = last layer (after the final layer norm), an index into the ``L + 1`` hidden states, or
             ``-1`` / ``"weighted"`` = learned softmax-weighted sum.
         chunk_long_audio: Encode clips longer than :attr:`max_input` in 30 s windows (else raise).
+        pad_to: ``None`` = each clip at its own length; seconds = zero-pad shorter waveforms to that window
+            before the log-mel spectrogram and attend over all of it (``30``: Whisper's training input).
+        output: ``"frames"`` = the (selected) hidden states per frame; ``"layer_stats"`` = per-layer mean and std
+            over the clip's frames, ``(B, 1, (L + 1) * 2 * D)`` (``layer`` must then be ``None``).
 
     Example:
         >>> import warnings, torch
@@ -168,16 +185,29 @@ class WhisperSpeechEncoder(Encoder):
         provenance: Provenance,
         layer: int | str | None = None,
         chunk_long_audio: bool = True,
+        pad_to: float | None = None,
+        output: str = "frames",
     ) -> None:
         from transformers import WhisperFeatureExtractor
 
         config: Any = model.config
-        super().__init__(name, config.d_model, provenance)
+        if output not in OUTPUTS:
+            raise ValueError(f"output must be one of {', '.join(OUTPUTS)}, got {output!r}")
+        if output == "layer_stats" and layer is not None:
+            raise ValueError(f"output='layer_stats' keeps every layer; layer must be None, got {layer!r}")
+        num_states = config.encoder_layers + 1
+        dim = config.d_model * (2 * num_states if output == "layer_stats" else 1)
+        super().__init__(name, dim, provenance)
         self.model: Any = model
-        self.selector = LayerSelector(config.encoder_layers + 1, layer)
+        self.selector = LayerSelector(num_states, layer)
         self.frame_rate = SAMPLE_RATE / HOP_LENGTH / 2
         self.max_frames: int = 2 * int(config.max_source_positions)  # mel frames in one window (3000)
         self.max_input = self.max_frames * HOP_LENGTH / SAMPLE_RATE
+        if pad_to is not None and not (MIN_SAMPLES / SAMPLE_RATE <= float(pad_to) <= self.max_input):
+            raise ValueError(f"pad_to must be None or seconds in (0, {self.max_input:g}], got {pad_to!r}")
+        self.pad_to = None if pad_to is None else float(pad_to)
+        self.output = output
+        self.num_states = num_states
         self.chunk_long_audio = chunk_long_audio
         self.feature_extractor = WhisperFeatureExtractor(feature_size=config.num_mel_bins)
         self.train()
@@ -200,14 +230,15 @@ class WhisperSpeechEncoder(Encoder):
             inputs: ``B`` 1-D float waveforms at 16 kHz (numpy or torch; ``(1, S)`` is accepted).
 
         Returns:
-            ``input_features (B, M, T)`` float32 with ``T`` even, and ``feature_lengths (B,)`` long: valid mel
-            frames per clip (``samples // 160``).
+            ``input_features (B, M, T)`` float32 with ``T`` even, ``feature_lengths (B,)`` long: mel frames the
+            encoder reads per clip (``samples // 160``, after ``pad_to`` padding), and with ``pad_to`` set,
+            ``output_lengths (B,)``: the clip's own frames (before padding), the ones the output keeps.
 
         Raises:
             EncoderError: A waveform is not mono, shorter than 25 ms, not finite, or longer than :attr:`max_input`
                 with chunking off; the message names its index.
         """
-        feats = []
+        feats, own = [], []
         for i, w in enumerate(inputs):
             a = (w.detach().float().cpu().numpy() if isinstance(w, Tensor) else np.asarray(w)).astype(np.float32)
             if a.ndim == 2 and 1 in a.shape:
@@ -219,6 +250,9 @@ class WhisperSpeechEncoder(Encoder):
             if not np.isfinite(a).all():
                 raise EncoderError(f"waveform {i} contains NaN or infinite samples")
             self._check_length(i, a.size // HOP_LENGTH)
+            own.append(a.size // HOP_LENGTH)
+            if self.pad_to is not None and a.size < round(self.pad_to * SAMPLE_RATE):
+                a = np.pad(a, (0, round(self.pad_to * SAMPLE_RATE) - a.size))  # Whisper's zero padding
             mel = self.feature_extractor(
                 a, sampling_rate=SAMPLE_RATE, padding="longest", truncation=False, return_tensors="np"
             ).input_features[0]  # (M, S // 160)
@@ -230,7 +264,10 @@ class WhisperSpeechEncoder(Encoder):
         x = torch.zeros(len(feats), feats[0].shape[0], total)
         for i, f in enumerate(feats):
             x[i, :, : f.shape[-1]] = f
-        return {"input_features": x, "feature_lengths": lengths}
+        out = {"input_features": x, "feature_lengths": lengths}
+        if self.pad_to is not None:
+            out["output_lengths"] = torch.tensor(own, dtype=torch.long)
+        return out
 
     def _check_length(self, index: int, frames: int) -> None:
         if not self.chunk_long_audio and frames > self.max_frames:
@@ -240,17 +277,20 @@ class WhisperSpeechEncoder(Encoder):
             )
 
     def forward(  # type: ignore[override]
-        self, input_features: Tensor, feature_lengths: Tensor | None = None
+        self, input_features: Tensor, feature_lengths: Tensor | None = None, output_lengths: Tensor | None = None
     ) -> EncoderOutput:
         """Encode padded log-mel features.
 
         Args:
             input_features: ``(B, M, T)`` log-mel frames.
-            feature_lengths: ``(B,)`` valid frames per row (all valid when omitted).
+            feature_lengths: ``(B,)`` frames per row the encoder attends to (all when omitted).
+            output_lengths: ``(B,)`` frames per row the output keeps (``feature_lengths`` when omitted; smaller
+                with ``pad_to``: the clip's own frames inside its padded window).
 
         Returns:
             ``hidden (B, ceil(T / 2), D)`` zeroed at padding, ``mask (B, ceil(T / 2))`` bool (50 frames/s),
-            ``pooled (B, D)`` masked mean.
+            ``pooled (B, D)`` masked mean. With ``output="layer_stats"``: ``hidden (B, 1, (L + 1) * 2 * D)``,
+            ``mask (B, 1)``, ``pooled (B, (L + 1) * 2 * D)``.
         """
         b, m, t = input_features.shape
         if m != self.model.config.num_mel_bins:
@@ -262,13 +302,27 @@ class WhisperSpeechEncoder(Encoder):
         for i, n in enumerate(lengths.tolist()):
             self._check_length(i, n)
         if longest > self.max_frames:
-            hidden, mask = self._encode_chunked(input_features, lengths)
+            states, mask = self._encode_chunked(input_features, lengths)
         else:
-            hidden, mask = self._encode(input_features[..., :longest], lengths)
+            states, mask = self._encode(input_features[..., :longest], lengths)
+        if output_lengths is not None:  # pad_to: keep the clip's own frames only
+            keep = (output_lengths.to(mask.device).long().clamp(1) + 1) // 2
+            t_out = int(keep.max())  # the padded tail of the window is dropped
+            mask = mask[:, :t_out] & _valid_mask(keep, t_out)
+            states = [h[:, :t_out] * mask.unsqueeze(-1).to(h.dtype) for h in states]
+        if self.output == "layer_stats":
+            vec = torch.cat([mean_std_pool(h, mask) for h in states], dim=-1)  # (B, (L + 1) * 2 D)
+            one = torch.ones(vec.shape[0], 1, dtype=torch.bool, device=vec.device)
+            return EncoderOutput(hidden=vec.unsqueeze(1), mask=one, pooled=vec)
+        hidden = self.selector(states)
+        hidden = hidden * mask.unsqueeze(-1).to(hidden.dtype)
         return EncoderOutput(hidden=hidden, mask=mask, pooled=masked_mean(hidden, mask))
 
-    def _encode(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
-        """One window: ``(B, M, T <= max_frames)`` -> ``hidden (B, ceil(T/2), D)``, ``mask (B, ceil(T/2))``."""
+    def _encode(self, x: Tensor, lengths: Tensor) -> tuple[list[Tensor], Tensor]:
+        """One window: ``(B, M, T <= max_frames)`` -> ``L + 1`` states ``(B, ceil(T/2), D)``, ``mask (B, ceil(T/2))``.
+
+        The states are zeroed at padding.
+        """
         enc: Any = self.model
         h = _embed(enc.conv1, enc.conv2, enc.embed_positions.weight, x, lengths)  # (B, T', D)
         h = F.dropout(h, p=enc.config.dropout, training=self.training)
@@ -280,29 +334,31 @@ class WhisperSpeechEncoder(Encoder):
             h = block(h, bias)
             states.append(h)
         states[-1] = enc.layer_norm(states[-1])
-        hidden = self.selector(states)
-        return hidden * mask.unsqueeze(-1).to(hidden.dtype), mask
+        m = mask.unsqueeze(-1).to(h.dtype)
+        return [s * m for s in states], mask
 
-    def _encode_chunked(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+    def _encode_chunked(self, x: Tensor, lengths: Tensor) -> tuple[list[Tensor], Tensor]:
         """Consecutive ``max_frames`` windows of each row, encoded in batches, concatenated back along time."""
         pieces, owner = [], []
         for b, n in enumerate(lengths.tolist()):
             for start in range(0, n, self.max_frames):
                 pieces.append(x[b, :, start : min(start + self.max_frames, n)])
                 owner.append(b)
-        outs: list[list[Tensor]] = [[] for _ in range(x.shape[0])]
+        outs: list[list[list[Tensor]]] = [[] for _ in range(x.shape[0])]  # [row][piece][state] (T_i, D)
         group = max(1, x.shape[0])
         for g in range(0, len(pieces), group):
             chunk = pieces[g : g + group]
             lens = torch.tensor([p.shape[-1] for p in chunk], device=x.device)
             batch = torch.stack([F.pad(p, (0, int(lens.max()) - p.shape[-1])) for p in chunk])  # (G, M, T)
-            hidden, mask = self._encode(batch, lens)
-            for h, msk, b in zip(hidden, mask, owner[g : g + group], strict=True):
-                outs[b].append(h[msk])  # (T_i, D)
-        seqs = [torch.cat(o, dim=0) for o in outs]
-        frames = torch.tensor([q.shape[0] for q in seqs], device=x.device)
-        hidden = nn.utils.rnn.pad_sequence(seqs, batch_first=True)  # (B, T, D)
-        return hidden, _valid_mask(frames, hidden.shape[1])
+            states, mask = self._encode(batch, lens)
+            for i, b in enumerate(owner[g : g + group]):
+                outs[b].append([s[i][mask[i]] for s in states])
+        frames = torch.tensor([sum(p[0].shape[0] for p in o) for o in outs], device=x.device)
+        merged = [
+            nn.utils.rnn.pad_sequence([torch.cat([p[k] for p in o], dim=0) for o in outs], batch_first=True)
+            for k in range(self.num_states)
+        ]  # L + 1 tensors (B, T, D)
+        return merged, _valid_mask(frames, merged[0].shape[1])
 
 
 def _load_weights(path: Path, name: str) -> tuple[Any, list[str]]:
@@ -322,7 +378,7 @@ def _load_weights(path: Path, name: str) -> tuple[Any, list[str]]:
 def _build_whisper(spec: EncoderSpec, resolution: Resolution, **options: Any) -> WhisperSpeechEncoder:
     from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
-    unknown = set(options) - {"layer", "chunk_long_audio"}
+    unknown = set(options) - {"layer", "chunk_long_audio", "pad_to", "output"}
     if unknown:
         raise TypeError(f"unknown option(s) for Whisper encoder {spec.name!r}: {', '.join(sorted(unknown))}")
     arch = _ARCHS[spec.name]

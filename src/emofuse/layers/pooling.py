@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-__all__ = ["LayerSelector", "masked_mean"]
+__all__ = ["LayerSelector", "masked_mean", "mean_std_pool"]
 
 
 def masked_mean(x: Tensor, mask: Tensor | None) -> Tensor:
@@ -24,6 +24,21 @@ def masked_mean(x: Tensor, mask: Tensor | None) -> Tensor:
         return x.mean(dim=1)
     m = mask.to(x.dtype).unsqueeze(-1)  # (B, T, 1)
     return (x * m).sum(dim=1) / m.sum(dim=1).clamp_min(1.0)
+
+
+def mean_std_pool(x: Tensor, mask: Tensor | None) -> Tensor:
+    """Concatenated mean and (population) standard deviation over valid steps.
+
+    Args:
+        x: ``(B, T, D)``.
+        mask: ``(B, T)`` bool, True at valid steps, or ``None``.
+
+    Returns:
+        ``(B, 2 D)``: ``[mean | std]``.
+    """
+    mean = masked_mean(x, mask)  # (B, D)
+    var = masked_mean((x - mean.unsqueeze(1)) ** 2, mask)  # (B, D)
+    return torch.cat([mean, var.clamp_min(1e-12).sqrt()], dim=-1)
 
 
 class LayerSelector(nn.Module):

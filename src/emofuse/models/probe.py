@@ -13,26 +13,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from emofuse.layers.pooling import masked_mean
+from emofuse.layers.pooling import mean_std_pool
 from emofuse.models._registry import register_model
 from emofuse.models.base import EmotionModel, ModelOutput
 
 __all__ = ["LinearProbe", "mean_std_pool"]
-
-
-def mean_std_pool(x: Tensor, mask: Tensor | None) -> Tensor:
-    """Concatenated mean and (population) standard deviation over valid steps.
-
-    Args:
-        x: ``(B, T, D)``.
-        mask: ``(B, T)`` bool, True at valid steps, or ``None``.
-
-    Returns:
-        ``(B, 2 D)``: ``[mean | std]``.
-    """
-    mean = masked_mean(x, mask)  # (B, D)
-    var = masked_mean((x - mean.unsqueeze(1)) ** 2, mask)  # (B, D)
-    return torch.cat([mean, var.clamp_min(1e-12).sqrt()], dim=-1)
 
 
 class LinearProbe(EmotionModel):
