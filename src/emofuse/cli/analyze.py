@@ -9,7 +9,6 @@ a bare checkpoint without a ``config.yaml`` in its folder or the two above uses 
 
 from __future__ import annotations
 
-import json
 import warnings
 from pathlib import Path
 from typing import Any
@@ -23,33 +22,26 @@ __all__ = ["analyze"]
 _MODALITIES = ("audio", "text")
 
 
-def _find_config(ckpt: Path) -> Path | None:
-    for folder in (ckpt.parent, ckpt.parent.parent, ckpt.parent.parent.parent):
-        if (folder / "config.yaml").is_file():
-            return folder / "config.yaml"
-    return None
-
-
 def _resolve(path: Path, fold: str | None, seed: int | None) -> tuple[Path, Path | None, str | None]:
     """``(checkpoint, config.yaml or None, fold name or None)`` of the run / checkpoint ``path`` points at."""
     from emofuse.models.checkpoint import find_checkpoint
+    from emofuse.runs import Run, RunDir, find_config
 
-    if (path / "DONE").is_file():  # one run's <fold>/seed<k> folder (a stage's DONE names no checkpoint)
-        info = json.loads((path / "DONE").read_text(encoding="utf-8") or "{}")
-        if "checkpoint" in info:
-            return path / info["checkpoint"], _find_config(path / info["checkpoint"]), path.parent.name
-    if path.is_dir() and (path / "config.yaml").is_file() and not list(path.glob("*.safetensors")):
-        from emofuse.training.evaluate import finished_runs
-
-        runs = finished_runs(path)
-        picked = [r for r in runs if (fold is None or r[0] == fold) and (seed is None or r[1] == seed)]
+    one = Run(path)
+    info = one.done_info() or {}
+    if "checkpoint" in info:  # one run's <fold>/seed<k> folder (a stage's DONE names no checkpoint)
+        ckpt = one.path / str(info["checkpoint"])
+        return ckpt, find_config(ckpt), one.fold
+    if RunDir(path).is_run_folder() and not list(path.glob("*.safetensors")):
+        runs = RunDir(path).finished()
+        picked = [r for r in runs if (fold is None or r.fold == fold) and (seed is None or r.seed == seed)]
         if not picked:
-            have = ", ".join(f"{f}/seed{s}" for f, s, _ in runs) or "none"
+            have = ", ".join(f"{r.fold}/seed{r.seed}" for r in runs) or "none"
             raise FileNotFoundError(f"{path}: no finished run matches --fold {fold} --seed {seed} (finished: {have})")
-        run_fold, _, ckpt = picked[0]
-        return ckpt, _find_config(ckpt), run_fold
+        ckpt = picked[0].path / str((picked[0].done_info() or {}).get("checkpoint", ""))
+        return ckpt, find_config(ckpt), picked[0].fold
     ckpt = find_checkpoint(path)
-    return ckpt, _find_config(ckpt), fold
+    return ckpt, find_config(ckpt), fold
 
 
 def _dataset(cfg: Any, model: Any, meta: dict[str, Any], records: list[Any], classes: list[str], manifest: Path) -> Any:

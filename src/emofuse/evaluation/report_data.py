@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from emofuse.runs import RunDir
+
 __all__ = ["Analysis", "ExperimentRuns", "ReportError", "SeedRun", "load_experiment", "load_experiments"]
 
 #: Files of ``emofuse analyze`` looked for in a run folder.
@@ -122,9 +124,10 @@ def _read_curves(path: Path) -> list[dict[str, str]]:
 
 
 def _no_results(path: Path) -> ReportError:
-    seeds = sorted(path.glob("*/seed*/"))
-    done = [s for s in seeds if (s / "DONE").is_file()]
-    if not seeds and not (path / "config.yaml").is_file():
+    rd = RunDir(path)
+    seeds = rd.runs()
+    done = [s for s in seeds if s.done]
+    if not seeds and not rd.is_run_folder():
         return ReportError(
             f"{path} is not an emofuse run folder (no results.json or config.yaml): "
             "pass the --out folder of 'emofuse train'"
@@ -172,7 +175,7 @@ def load_experiment(path: str | Path) -> ExperimentRuns:
         raise ReportError(f"run folder not found: {path}")
     if not path.is_dir():
         raise ReportError(f"{path} is not a folder: pass a run folder written by 'emofuse train --out'")
-    results = path / "results.json"
+    results = RunDir(path).results_file
     if not results.is_file():
         raise _no_results(path)
     doc = _read_json(results)
@@ -198,15 +201,15 @@ def load_experiment(path: str | Path) -> ExperimentRuns:
                 f"{results}: run {r['fold']}/seed{r['seed']} has a {shape} confusion matrix over {labels}, "
                 f"not over the file's classes {classes}"
             )
-        seed_dir = path / str(r["fold"]) / f"seed{r['seed']}"
-        env = seed_dir / "env.json"
+        one = RunDir(path).run(str(r["fold"]), int(r["seed"]))
+        env = one.env_file
         runs.append(
             SeedRun(
                 fold=str(r["fold"]),
                 seed=int(r["seed"]),
-                dir=seed_dir,
+                dir=one.path,
                 metrics=dict(metrics),
-                curves=_read_curves(seed_dir / "curves.csv"),
+                curves=_read_curves(one.curves_file),
                 env=_read_json(env) if env.is_file() else None,
             )
         )

@@ -30,7 +30,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 import math
 import warnings
 from collections.abc import Sequence
@@ -44,6 +43,7 @@ from torch import Tensor
 
 from emofuse.data.audio import SAMPLE_RATE, AudioError, load_audio
 from emofuse.models.checkpoint import CheckpointError, find_checkpoint, load_checkpoint, read_checkpoint_meta
+from emofuse.runs import Run, find_config, resolve_checkpoint
 
 __all__ = ["CheckpointError", "Prediction", "PredictionError", "Predictor", "WindowPrediction", "resolve_checkpoint"]
 
@@ -103,99 +103,6 @@ class Prediction:
         return asdict(self)
 
 
-# ------------------------------------------------------------------------------------------- checkpoint selection
-
-
-def _done_checkpoint(seed_dir: Path) -> Path | None:
-    done = seed_dir / "DONE"
-    if done.is_file():
-        try:
-            rel = json.loads(done.read_text(encoding="utf-8")).get("checkpoint")
-        except (OSError, json.JSONDecodeError, AttributeError):
-            rel = None
-        if isinstance(rel, str) and (seed_dir / rel).is_file():
-            return seed_dir / rel
-    return None
-
-
-def _stage_order(seed_dir: Path) -> list[Path]:
-    """Stage folders with a best checkpoint, in the order of the run's config (else by name)."""
-    stages = [p.parent for p in sorted(seed_dir.glob("*/best.safetensors"))]
-    cfg = seed_dir / "config.yaml"
-    if cfg.is_file():
-        import yaml
-
-        try:
-            doc = yaml.safe_load(cfg.read_text(encoding="utf-8")) or {}
-            names = [s.get("name") for s in doc.get("stages") or [] if isinstance(s, dict)]
-        except (OSError, yaml.YAMLError, AttributeError):
-            names = []
-        rank = {n: i for i, n in enumerate(names)}
-        stages.sort(key=lambda p: rank.get(p.name, -1))
-    return stages
-
-
-def _seed_checkpoint(seed_dir: Path) -> tuple[Path, str] | None:
-    done = _done_checkpoint(seed_dir)
-    if done is not None:
-        return done, "the checkpoint the run's DONE file names (its final stage's best)"
-    stages = _stage_order(seed_dir)
-    if stages:
-        return stages[-1] / "best.safetensors", f"best checkpoint of the last stage ({stages[-1].name}); run unfinished"
-    return None
-
-
-def _validation_score(ckpt: Path) -> tuple[float, str] | None:
-    done = ckpt.parent / "DONE"
-    try:
-        doc = json.loads(done.read_text(encoding="utf-8"))
-        score, monitor = float(doc["best_score"]), str(doc.get("monitor", ""))
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    if not math.isfinite(score):
-        return None
-    return (score if "loss" in monitor else -score), monitor
-
-
-def resolve_checkpoint(path: str | Path) -> tuple[Path, str]:
-    """The checkpoint file to predict with, and why it was chosen (see the module docstring).
-
-    Raises:
-        CheckpointError: Nothing usable at ``path`` (the message names it).
-    """
-    path = Path(path)
-    if not path.exists():
-        raise CheckpointError(f"checkpoint not found: {path}")
-    if path.is_file():
-        return path, "the file given"
-    if (path / "best.safetensors").is_file():
-        return path / "best.safetensors", "best checkpoint of the stage folder given"
-    seed = _seed_checkpoint(path)
-    if seed is not None:
-        return seed
-    finished = {p.parent for p in path.rglob("DONE") if _done_checkpoint(p.parent) is not None}
-    runs = sorted(finished | {p.parent.parent for p in path.rglob("best.safetensors")})
-    candidates = [(r, c) for r in runs if (c := _seed_checkpoint(r)) is not None]
-    if not candidates:
-        raise CheckpointError(
-            f"{path}: no checkpoint found (expected a .safetensors file, a stage folder with best.safetensors, a "
-            "seed run folder or a training run folder)"
-        )
-    if len(candidates) == 1:
-        run, (ckpt, _) = candidates[0]
-        return ckpt, f"the only run in the run folder ({run.relative_to(path)})"
-    scored = [(s, i, r, c) for i, (r, (c, _)) in enumerate(candidates) if (s := _validation_score(c)) is not None]
-    if not scored:
-        run, (ckpt, _) = candidates[0]
-        return ckpt, f"first of {len(candidates)} runs ({run.relative_to(path)}); no validation scores recorded"
-    (value, monitor), _, run, ckpt = min(scored, key=lambda t: (t[0][0], t[1]))
-    shown = value if "loss" in monitor else -value
-    return (
-        ckpt,
-        f"best {monitor or 'validation score'} ({shown:.4g}) of {len(candidates)} runs: {run.relative_to(path)}",
-    )
-
-
 # ----------------------------------------------------------------------------------------------------- predictor
 
 
@@ -210,18 +117,9 @@ def _windows(n: int, sample_rate: int, window: float, hop: float) -> list[tuple[
 
 
 def _seed_config(ckpt: Path) -> dict[str, Any]:
-    """The run's resolved config (``<seed>/config.yaml`` above a stage folder), or ``{}``."""
-    for folder in (ckpt.parent.parent, ckpt.parent):
-        cfg = folder / "config.yaml"
-        if cfg.is_file():
-            import yaml
-
-            try:
-                doc = yaml.safe_load(cfg.read_text(encoding="utf-8"))
-            except (OSError, yaml.YAMLError):
-                return {}
-            return doc if isinstance(doc, dict) else {}
-    return {}
+    """The run's resolved config (``<seed>/config.yaml`` above a stage folder) as plain data, or ``{}``."""
+    found = find_config(ckpt, levels=1)
+    return Run(found.parent).config_doc() if found is not None else {}
 
 
 class Predictor:

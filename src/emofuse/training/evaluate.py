@@ -17,12 +17,12 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from emofuse.config import load_config
 from emofuse.config.schema import DataConfig, ExperimentConfig
 from emofuse.data.manifest import Utterance, read_manifest
 from emofuse.metrics import aggregate, classification_metrics, mult_f1, regression_metrics
 from emofuse.models.base import EmotionModel, ModelOutput
 from emofuse.models.checkpoint import load_checkpoint
+from emofuse.runs import Run, RunDir
 from emofuse.training.components import Components, DefaultComponents
 from emofuse.training.datamodule import make_loader
 from emofuse.training.rundir import select_text
@@ -225,27 +225,17 @@ def open_run(run_dir: str | Path) -> tuple[ExperimentConfig, list[tuple[str, int
     Raises:
         FileNotFoundError: ``run_dir`` has no ``config.yaml`` or no finished runs.
     """
-    run_dir = Path(run_dir)
-    cfg_path = run_dir / "config.yaml"
-    if not cfg_path.is_file():
-        raise FileNotFoundError(f"{run_dir} is not a training run folder (no config.yaml)")
-    cfg: ExperimentConfig = load_config(cfg_path)
-    runs = finished_runs(run_dir)
-    if not runs:
-        raise FileNotFoundError(f"{run_dir} has no finished runs (no <fold>/seed<k>/DONE); train first")
-    return cfg, runs
+    cfg, runs = RunDir(run_dir).open()
+    return cfg, [_entry(r) for r in runs]
 
 
 def finished_runs(run_dir: str | Path) -> list[tuple[str, int, Path]]:
     """``(fold, seed, checkpoint)`` of every run of ``run_dir`` with a ``DONE`` marker."""
-    run_dir = Path(run_dir)
-    out = []
-    for done in sorted(run_dir.glob("*/seed*/DONE")):
-        info = json.loads(done.read_text(encoding="utf-8") or "{}")
-        seed_dir = done.parent
-        ckpt = seed_dir / info.get("checkpoint", "")
-        out.append((seed_dir.parent.name, int(seed_dir.name.removeprefix("seed")), ckpt))
-    return out
+    return [_entry(r) for r in RunDir(run_dir).finished()]
+
+
+def _entry(run: Run) -> tuple[str, int, Path]:
+    return run.fold, run.seed, run.path / str((run.done_info() or {}).get("checkpoint", ""))
 
 
 def _device(cfg: ExperimentConfig) -> str:

@@ -33,6 +33,7 @@ from emofuse.models.base import EmotionModel, ModelOutput
 from emofuse.models.checkpoint import load_checkpoint
 from emofuse.pipeline.imputation import KNNImputer, impute_inputs, time_averages
 from emofuse.pipeline.missing import drop_modalities
+from emofuse.runs import RunDir
 from emofuse.training.components import Components, DefaultComponents
 from emofuse.training.datamodule import make_loader
 from emofuse.training.evaluate import _to, open_run, predict, score
@@ -226,7 +227,7 @@ def evaluate_missing(
     ks = [int(k)] if isinstance(k, int) else [int(x) for x in k]
     run_dir = Path(run_dir)
     cfg, runs = open_run(run_dir)
-    cfg_path = run_dir / "config.yaml"
+    cfg_path = RunDir(run_dir).config_file
     if cfg.data.manifest is None:
         raise ValueError(f"{cfg_path}: data.manifest is not set")
     records = read_manifest(cfg.data.manifest)

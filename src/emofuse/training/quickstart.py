@@ -39,6 +39,7 @@ from typing import Any
 from emofuse.config import ExperimentConfig, apply_overrides, load_config, load_yaml
 from emofuse.config.loader import ConfigError
 from emofuse.data.manifest import Utterance, write_manifest
+from emofuse.runs import RunDir
 from emofuse.utils.io import atomic_write_json
 
 __all__ = [
@@ -243,11 +244,10 @@ def _row(variant: str, doc: dict[str, Any]) -> SummaryRow:
 
 def _checkpoint(run_dir: Path, fold: str, seed: int) -> Path:
     """The checkpoint a finished run scored its test split with (from its ``DONE``)."""
-    import json
-
-    done = run_dir / fold / f"seed{seed}" / "DONE"
-    info = json.loads(done.read_text(encoding="utf-8"))
-    return run_dir / fold / f"seed{seed}" / str(info["checkpoint"])
+    ckpt = RunDir(run_dir).run(fold, seed).checkpoint()
+    if ckpt is None:
+        raise FileNotFoundError(f"{run_dir}: run {fold}/seed{seed} has no finished checkpoint")
+    return ckpt
 
 
 def _examples(records: Sequence[Utterance], test_ids: Sequence[str], n: int) -> list[Utterance]:
@@ -444,11 +444,4 @@ def run_quickstart(
 
 def _finished(run_dir: Path, cfg: ExperimentConfig) -> bool:
     """Whether ``run_dir`` already holds every finished fold × seed of ``cfg`` (so nothing will train)."""
-    if not (run_dir / "results.json").is_file():
-        return False
-    import json
-
-    doc = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
-    return int(doc.get("n_runs", 0)) == len(doc.get("folds", [])) * len(cfg.seeds) and all(
-        (run_dir / str(f) / f"seed{s}" / "DONE").is_file() for f in doc.get("folds", []) for s in cfg.seeds
-    )
+    return RunDir(run_dir).complete(cfg.seeds)

@@ -1,11 +1,10 @@
-"""The run folder and the experiment's inputs: config claim / comparison, classes, folds, environment record."""
+"""The experiment's inputs: transcripts, classes, folds, environment record (the run folder: :mod:`emofuse.runs`)."""
 
 from __future__ import annotations
 
 import json
 import logging
 import platform
-import shutil
 import sys
 import time
 from collections.abc import Sequence
@@ -14,11 +13,11 @@ from typing import Any
 
 import torch
 
-from emofuse.config import ConfigError, dump_config, load_config
 from emofuse.config.schema import ExperimentConfig
 from emofuse.data.labels import get_scheme
 from emofuse.data.manifest import Utterance
 from emofuse.data.protocols import Fold, make_folds
+from emofuse.runs import RUNTIME_KEYS, RunDirError, claim_run_dir, config_differences
 
 __all__ = [
     "RUNTIME_KEYS",
@@ -32,72 +31,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-#: Keys that do not change what is computed: they may differ when resuming a run folder.
-RUNTIME_KEYS = (
-    "name",
-    "description",
-    "seeds",
-    "data.folds",
-    "data.num_workers",
-    "trainer.accelerator",
-    "trainer.devices",
-    "trainer.strategy",
-    "trainer.num_nodes",
-    "trainer.progress_bar",
-    "trainer.logger",
-    "trainer.log_every_n_steps",
-    "eval.digits",
-)
-
-
-class RunDirError(ValueError):
-    """``RUN_DIR`` holds something this run must not overwrite. The message says what and how to proceed."""
-
-
-def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(d, dict) and d:
-        out: dict[str, Any] = {}
-        for k, v in d.items():
-            out.update(_flatten(v, f"{prefix}{k}."))
-        return out
-    return {prefix[:-1]: d}
-
-
-def config_differences(old: ExperimentConfig, new: ExperimentConfig) -> list[str]:
-    """Dotted keys whose values differ (``key: old → new``), ignoring :data:`RUNTIME_KEYS`."""
-    a, b = _flatten(old.model_dump(mode="json")), _flatten(new.model_dump(mode="json"))
-    out = []
-    for key in sorted(set(a) | set(b)):
-        if any(key == r or key.startswith(r + ".") for r in RUNTIME_KEYS):
-            continue
-        if a.get(key) != b.get(key):
-            out.append(f"{key}: {a.get(key)!r} → {b.get(key)!r}")
-    return out
-
-
-def claim_run_dir(cfg: ExperimentConfig, out_dir: Path, overwrite: bool) -> None:
-    """Check ``out_dir`` belongs to this config (or is new / empty), then write ``config.yaml``."""
-    cfg_file = out_dir / "config.yaml"
-    if cfg_file.is_file():
-        try:
-            old: ExperimentConfig = load_config(cfg_file)
-            diffs = config_differences(old, cfg)
-        except ConfigError as e:
-            diffs = [f"(the stored config no longer loads: {e})"]
-        if diffs and not overwrite:
-            shown = "\n  ".join(diffs[:20]) + ("\n  ..." if len(diffs) > 20 else "")
-            raise RunDirError(
-                f"{out_dir} holds runs of a different config; differing keys:\n  {shown}\n"
-                "use --overwrite to replace them, or choose another --out"
-            )
-        if overwrite:
-            shutil.rmtree(out_dir)
-    elif out_dir.is_dir() and any(out_dir.iterdir()):
-        raise RunDirError(
-            f"{out_dir} is not empty and is not an emofuse run folder (no config.yaml); choose another --out"
-        )
-    dump_config(cfg, cfg_file)
 
 
 def select_text(records: Sequence[Utterance], field: str, source: object = "manifest") -> list[Utterance]:

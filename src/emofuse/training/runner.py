@@ -1,6 +1,6 @@
 """Experiment runner: folds × seeds × stages, resumable, with paper-format results.
 
-Layout of ``RUN_DIR``::
+Layout of ``RUN_DIR`` (owned by :class:`emofuse.runs.RunDir`; every path here comes from it)::
 
     config.yaml                      the resolved config (a different config is refused, see below)
     results.json  results.md         per-run metrics + mean (std) aggregate; paper-format table
@@ -26,10 +26,8 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import json
 import logging
 import sys
-import time
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -39,11 +37,11 @@ import lightning as L
 import torch
 from lightning.pytorch.strategies import DDPStrategy
 
-from emofuse.config import dump_config
 from emofuse.config.schema import ExperimentConfig, StageConfig
 from emofuse.data.manifest import Utterance, read_manifest
 from emofuse.data.protocols import Fold
-from emofuse.models.checkpoint import find_checkpoint, load_checkpoint, load_weights, read_checkpoint_meta
+from emofuse.models.checkpoint import find_checkpoint, load_checkpoint, load_weights
+from emofuse.runs import RunDir, RunDirError, claim_run_dir, config_differences
 from emofuse.tasks.regression import REGRESSION_TASKS
 from emofuse.training.callbacks import (
     CrashResume,
@@ -67,9 +65,6 @@ from emofuse.training.evaluate import (
 from emofuse.training.lit_module import TaskModule, no_validation_monitor
 from emofuse.training.report import results_document, write_results
 from emofuse.training.rundir import (
-    RunDirError,
-    claim_run_dir,
-    config_differences,
     resolve_classes,
     resolve_folds,
     run_env,
@@ -128,7 +123,8 @@ class _Run:
 
     def __init__(self, exp: _Experiment, fold: Fold, seed: int) -> None:
         self.exp, self.fold, self.seed = exp, fold, seed
-        self.dir = exp.out_dir / fold.name / f"seed{seed}"
+        self.rd = RunDir(exp.out_dir).run(fold.name, seed)
+        self.dir = self.rd.path
         self.zero = is_launcher_rank_zero()
 
     def feature_stats(self, model: Any) -> dict[str, Any]:
@@ -141,8 +137,8 @@ class _Run:
 
     def stage(self, index: int, stage: StageConfig, prev: Path | None) -> Path:
         exp, cfg = self.exp, self.exp.cfg
-        sdir = self.dir / stage.name
-        if (sdir / "DONE").is_file():
+        sdir = self.rd.stage_dir(stage.name)
+        if self.rd.stage_done(stage.name):
             return sdir
         if exp.progress and self.zero and len(exp.cfg.resolved_stages()) > 1:
             resume = " (resuming from last.ckpt)" if (sdir / "last.ckpt").is_file() else ""
@@ -220,8 +216,8 @@ class _Run:
         resumed = CrashResume(sdir).fit(trainer, module, dm)
         if trainer.is_global_zero:
             ckpt_cb = callbacks[0]
-            atomic_write_json(
-                sdir / "DONE",
+            self.rd.mark_stage_done(
+                stage.name,
                 {
                     "epochs": trainer.current_epoch,
                     "best_epoch": ckpt_cb.best_epoch,
@@ -235,15 +231,15 @@ class _Run:
 
     def run(self) -> dict[str, Any] | None:
         exp, cfg = self.exp, self.exp.cfg
-        if (self.dir / "DONE").is_file():
-            return json.loads((self.dir / "metrics.json").read_text(encoding="utf-8"))
+        if self.rd.done:
+            return self.rd.metrics()
         if self.zero:
             self.dir.mkdir(parents=True, exist_ok=True)
             one = cfg.model_copy(deep=True)
             one.seeds, one.data.folds = [self.seed], [self.fold.name]
-            dump_config(one, self.dir / "config.yaml")
+            self.rd.write_config(one)
             atomic_write_json(
-                self.dir / "env.json", run_env(cfg, self.fold, self.seed, exp.components.provenance(), exp.overrides)
+                self.rd.env_file, run_env(cfg, self.fold, self.seed, exp.components.provenance(), exp.overrides)
             )
         prev: Path | None = None
         stages = cfg.resolved_stages()
@@ -275,22 +271,21 @@ class _Run:
                 rescale = resolve_rescale(opts.get("rescale_to"), train, cfg.data.target)
                 metrics = score_regression(values, float(opts.get("threshold", 0.0)), rescale)
                 if cfg.eval.save_predictions:
-                    write_regression_predictions(self.dir / "predictions.jsonl", values)
+                    write_regression_predictions(self.rd.predictions_file, values)
             else:
                 preds = predict(model, dataset, cfg.data, cfg.eval.batch_size, device)
                 metrics = score(preds, exp.classes)
                 if cfg.eval.save_predictions:
-                    write_predictions(self.dir / "predictions.jsonl", preds, exp.classes)
-        atomic_write_json(self.dir / "metrics.json", metrics)
+                    write_predictions(self.rd.predictions_file, preds, exp.classes)
+        atomic_write_json(self.rd.metrics_file, metrics)
         rows = []
         for stage in stages:
-            path = self.dir / stage.name / "curves.csv"
+            path = self.rd.stage_curves_file(stage.name)
             if path.is_file():
                 with path.open(encoding="utf-8") as f:
                     rows += [{"stage": stage.name, **r} for r in csv.DictReader(f)]
-        write_curves(self.dir / "curves.csv", rows, first=("stage", "epoch", "lr"))
-        rel = ckpt.relative_to(self.dir).as_posix()
-        atomic_write_json(self.dir / "DONE", {"checkpoint": rel, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+        write_curves(self.rd.curves_file, rows, first=("stage", "epoch", "lr"))
+        self.rd.mark_done(ckpt)
         return metrics
 
 
@@ -367,23 +362,6 @@ def run_experiment(
         return _run_all(exp, echo, zero)
 
 
-def _selection(run_dir: Path) -> dict[str, Any] | None:
-    """How the tested checkpoint was chosen: ``{"stage", "monitor", "score", "epoch"}`` (its validation score).
-
-    Hyperparameters are compared on this score, never on test metrics. ``None`` when the checkpoint does not
-    say (older runs).
-    """
-    try:
-        done = json.loads((run_dir / "DONE").read_text(encoding="utf-8"))
-        meta = read_checkpoint_meta(run_dir / done["checkpoint"])
-    except (OSError, KeyError, ValueError):
-        return None
-    if not isinstance(meta.get("score"), (int, float)) or "monitor" not in meta:
-        return None
-    stage = (meta.get("task") or {}).get("stage")
-    return {"stage": stage, "monitor": meta["monitor"], "score": float(meta["score"]), "epoch": meta.get("epoch")}
-
-
 def _run_all(exp: _Experiment, echo: Any, zero: bool) -> dict[str, Any] | None:
     cfg, components, progress = exp.cfg, exp.components, exp.progress
     components.prepare(cfg, exp.records)
@@ -392,13 +370,13 @@ def _run_all(exp: _Experiment, echo: Any, zero: bool) -> dict[str, Any] | None:
     results = []
     for k, (fold, seed) in enumerate(runs, 1):
         run = _Run(exp, fold, seed)
-        done = (run.dir / "DONE").is_file()
+        done = run.rd.done
         if progress and zero:
             say(f"[{k}/{len(runs)}] fold {fold.name} seed {seed}: {'done, skipped' if done else 'training'}")
         metrics = run.run()
         if metrics is not None:
             entry = {"fold": fold.name, "seed": seed, "metrics": metrics}
-            selection = _selection(run.dir)
+            selection = run.rd.selection()
             if selection is not None:
                 entry["selection"] = selection
             results.append(entry)
