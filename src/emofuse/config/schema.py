@@ -22,6 +22,7 @@ __all__ = [
     "ModelConfig",
     "OptimConfig",
     "StageConfig",
+    "StageDataConfig",
     "TrainerConfig",
     "model_options_schema",
     "register_model_options",
@@ -227,6 +228,23 @@ class TrainerConfig(_Section):
 _STAGE_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 
 
+class StageDataConfig(_Section):
+    """What a ``distill`` stage trains on instead of the fold's training split (:mod:`emofuse.data.stage_data`).
+
+    Distillation needs no labels, so it can use any speech; the fold's validation and test speakers are refused.
+
+    Attributes:
+        manifests: Extra manifests of any speech, labelled or not (labels are ignored); relative paths are
+            relative to the working directory, audio paths in them to their own folder.
+        main: Records of the main manifest: ``train`` (the fold's training split), ``train_speakers`` (every record
+            of the fold's training speakers, also unlabelled ones and labels outside ``data.labels``; speaker-
+            independent folds only) or ``none``.
+    """
+
+    manifests: list[Path] = Field(default_factory=list)
+    main: Literal["train", "train_speakers", "none"] = "train"
+
+
 class StageConfig(_Section):
     """One training stage (CMD: ``distill`` then ``finetune``); settings override the top-level sections.
 
@@ -240,6 +258,8 @@ class StageConfig(_Section):
         trainer: Overrides of the top-level ``trainer`` section (``max_epochs``, ``monitor``, ...).
         init: ``previous``: start from the best checkpoint of the previous stage (missing keys, such as
             a new classifier head, keep their fresh initialisation); ``none``: fresh model.
+        data: ``distill`` stages only: train on these records instead of the fold's training split
+            (:class:`StageDataConfig`; ``None``: the training split).
     """
 
     name: str = Field(default="train", pattern=_STAGE_NAME)
@@ -249,9 +269,14 @@ class StageConfig(_Section):
     optim: dict[str, Any] = Field(default_factory=dict)
     trainer: dict[str, Any] = Field(default_factory=dict)
     init: Literal["previous", "none"] = "previous"
+    data: StageDataConfig | None = None
 
     @model_validator(mode="after")
     def _check_overrides(self) -> StageConfig:
+        if self.data is not None and self.task != "distill":
+            raise ValueError(f"stage {self.name!r}: data is for distill stages only (task is {self.task!r})")
+        if self.data is not None and self.data.main == "none" and not self.data.manifests:
+            raise ValueError(f"stage {self.name!r}: data has no records (main: none and no manifests)")
         for section, schema in (("optim", OptimConfig), ("trainer", TrainerConfig)):
             unknown = sorted(set(getattr(self, section)) - set(schema.model_fields))
             if unknown:

@@ -70,6 +70,7 @@ from emofuse.training.rundir import (
     run_env,
     select_text,
 )
+from emofuse.training.stage_data import StageData
 from emofuse.utils.io import atomic_write_json
 from emofuse.utils.seed import seed_everything
 
@@ -166,7 +167,10 @@ class _Run:
                 ds = ModDropDataset(ds, mods, md.mode, md.subsets, md.include_original)
             return ds
 
-        dm = FoldDataModule(exp.records, self.fold, factory, cfg.data, seed=self.seed)
+        records, fold = exp.stage_data.fold_view(stage, self.fold, exp.records)  # stages[].data: distil on those
+        if exp.progress and self.zero and (about := exp.stage_data.describe(stage, self.fold)):
+            exp.say(f"    {about}")
+        dm = FoldDataModule(records, fold, factory, cfg.data, seed=self.seed)
         task = exp.components.task(cfg, stage, model, exp.classes, dm.dataset("train"))
         monitor, mode = tcfg.monitor, tcfg.monitor_mode
         if stage.task == "distill" and "monitor" not in stage.trainer:
@@ -313,6 +317,7 @@ class _Experiment:
         self.classes, self.records = resolve_classes(cfg, records)
         self.by_id = {r.id: r for r in self.records}
         self.folds = resolve_folds(cfg, self.records)
+        self.stage_data = StageData(cfg, records, self.folds)  # distillation data of stages[].data, leak-checked
         self.feature_stats: dict[str, dict[str, Any]] = {}  # encoders.standardize, per fold
 
 
@@ -353,6 +358,9 @@ def run_experiment(
         cfg.encoders.cache_dir = Path(cfg.encoders.cache_dir).resolve()
     if cfg.model.pretrained is not None:
         cfg.model.pretrained = Path(cfg.model.pretrained).resolve()
+    for stage in cfg.stages:
+        if stage.data is not None:
+            stage.data.manifests = [Path(p).resolve() for p in stage.data.manifests]
     zero = is_launcher_rank_zero()
     components = components or DefaultComponents(progress=progress)
     with _quiet(progress):
@@ -364,7 +372,7 @@ def run_experiment(
 
 def _run_all(exp: _Experiment, echo: Any, zero: bool) -> dict[str, Any] | None:
     cfg, components, progress = exp.cfg, exp.components, exp.progress
-    components.prepare(cfg, exp.records)
+    components.prepare(cfg, exp.stage_data.with_records(exp.records))  # distillation data cached like the rest
     say = exp.say = echo or (lambda s: print(s, file=sys.stderr, flush=True))
     runs = [(fold, seed) for fold in exp.folds for seed in cfg.seeds]
     results = []
