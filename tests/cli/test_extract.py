@@ -73,3 +73,12 @@ def test_extract_registered_encoder(name, manifest, tmp_path):
     store = FeatureStore(payload["dir"])
     assert store.name == name and len(store) == payload["items"] >= 5
     assert store.get(store.ids[0]).shape[1] == payload["output_dim"]
+
+
+@pytest.mark.parametrize("value", ["-1", "0", "nan", "inf"])
+def test_max_duration_must_be_positive_seconds(dummies, manifest, tmp_path, value):
+    out = tmp_path / "feats"
+    r = runner.invoke(app, ["extract", str(manifest), "-e", "dummy-audio", "-o", str(out), f"--max-duration={value}"])
+    assert r.exit_code == 2, r.output  # -1 used to cut the last second of every clip, silently
+    assert "--max-duration must be a positive number of seconds" in r.output and len(r.output.splitlines()) == 1
+    assert not out.exists()

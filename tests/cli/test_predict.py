@@ -178,3 +178,43 @@ def test_bad_input_is_one_line(run, corpus, tmp_path):
     fails([str(run), good, "--transcripts", str(table)], "needs a header with 'path' and 'text'")
     fails([str(run), good, "--text", "a", "--transcripts", str(table)], "either --text or --transcripts")
     fails([str(run), str(tmp_path / "probe")], "folder has no audio files")
+
+
+def test_diverged_checkpoint_is_refused_naming_the_weights(run, corpus, tmp_path):
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    root, records = corpus
+    best = run / "seed0" / "seed0" / "train" / "best.safetensors"
+    with safe_open(str(best), framework="pt") as f:
+        header = f.metadata()
+    state = load_file(str(best))
+    first = sorted(k for k, v in state.items() if v.is_floating_point())[0]
+    state[first] = state[first] * float("nan")  # what a huge learning rate leaves in last.safetensors
+    bad = tmp_path / "last.safetensors"
+    save_file(state, str(bad), metadata=header)
+    good = str(root / records[0].audio)
+    for extra in ([], ["--json"]):
+        res = runner.invoke(app, ["predict", str(bad), good, "--text", "hi", *extra])
+        assert res.exit_code == 2, res.output
+        assert f"last.safetensors: non-finite weights (NaN or inf) in [{first}" in res.output.replace("\n", "")
+        assert "Traceback" not in res.output and "NaN," not in res.stdout
+    res = runner.invoke(app, ["export", str(bad), "--onnx", str(tmp_path / "m.onnx")])
+    assert res.exit_code == 2 and "non-finite weights" in res.output and not (tmp_path / "m.onnx").exists()
+
+
+def test_markup_in_paths_is_shown_verbatim_and_truncated_wav_warns(run, corpus, tmp_path):
+    root, records = corpus
+    data = (root / records[0].audio).read_bytes()
+    odd = [tmp_path / "[red]name.wav", tmp_path / "a[/x]b.wav"]
+    for p in odd:
+        p.parent.mkdir(exist_ok=True)
+        p.write_bytes(data)
+    cut = tmp_path / "cut.wav"
+    cut.write_bytes(data[: len(data) // 2])  # the header still promises the whole clip
+    res = runner.invoke(app, ["predict", str(run), *map(str, odd), str(cut), "--text", "hi"], terminal_width=400)
+    assert res.exit_code == 0, res.output
+    assert "[red]name.wav" in res.output and "a[/x]b.wav" in res.output and "3 of 3" in res.output
+    assert "cut.wav: truncated file: its header promises" in res.output.replace("\n", "")
+    doc = _json(runner.invoke(app, ["predict", str(run), str(cut), "--text", "hi", "--json"]))
+    assert "truncated file" in doc["results"][0]["warnings"][0]

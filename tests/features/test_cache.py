@@ -263,3 +263,25 @@ def test_duplicate_ids_are_an_error(tmp_path):
     recs = [Utterance(id="a", text="x"), Utterance(id="a", text="y")]
     with pytest.raises(ValueError, match="duplicate utterance id 'a'"):
         extract_features(recs, DummyTextEncoder(), tmp_path, progress=False)
+
+
+def test_nan_shard_is_refused_on_read_and_recomputed_on_extract(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    recs = make_wav_corpus(tmp_path, 4, seconds=0.2)
+    store = _extract(recs, DummyAudioEncoder(), tmp_path / "f", tmp_path, shard_size=2)
+    shard = store.path / "shard-00001.safetensors"
+    with safe_open(str(shard), framework="pt") as f:
+        header = f.metadata()
+    tensors = load_file(str(shard))
+    first = sorted(k for k in tensors if not k.endswith(".pooled"))[0]
+    tensors[first][0, 0] = float("nan")
+    save_file(tensors, str(shard), metadata=header)
+    damaged = FeatureStore(store.path)
+    with pytest.raises(FeatureCacheError, match=r"shard-00001\.safetensors: the features of 'u002' hold NaN"):
+        damaged.get("u002")
+    assert damaged.get("u000").shape[1] == 8  # other shards stay readable
+    enc = DummyAudioEncoder()
+    again = _extract(recs, enc, tmp_path / "f", tmp_path, shard_size=2)
+    assert enc.calls == 2 and (store.path / "shard-00001.safetensors.corrupt").exists()
+    assert bool(torch.isfinite(again.get("u002")).all())

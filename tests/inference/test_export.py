@@ -169,3 +169,12 @@ def test_whisper_student(tmp_path):
     for row, w, t in zip(got, waves, texts, strict=True):
         ref = p.predict(w, t).probabilities
         np.testing.assert_allclose(row, [ref[c] for c in p.classes], atol=1e-4)
+
+
+def test_parity_check_fails_on_nan_output(predictor, exported):
+    hook = predictor.model.register_forward_hook(lambda m, i, o: o.__class__(**{**vars(o), "probs": o.probs * np.nan}))
+    try:
+        with pytest.raises(ExportError, match=r"student\.onnx: PyTorch gave NaN or infinite probabilities"):
+            verify_onnx(predictor.model, exported, cases=((1, 0.5, 3),))
+    finally:
+        hook.remove()

@@ -210,3 +210,14 @@ def test_real_asr_on_synthetic_speech(run, tmp_path):
     pred = Predictor.from_checkpoint(run).predict(path)
     assert pred.from_asr and "door" in pred.transcript.lower() and pred.windows[0].transcript == pred.transcript
     assert pred.label in pred.probabilities and sum(pred.probabilities.values()) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_nan_output_is_a_failure_never_a_label(predictor, corpus):
+    records, root = corpus
+    p = Predictor(predictor.model, predictor.meta, predictor.checkpoint)
+    hook = p.model.register_forward_hook(lambda m, i, out: out.__class__(**{**vars(out), "probs": out.probs * np.nan}))
+    try:
+        with pytest.raises(PredictionError, match=r"u000\.wav: the model gave NaN or infinite probabilities"):
+            p.predict(root / records["u000"].audio, text="hi")
+    finally:
+        hook.remove()

@@ -126,3 +126,16 @@ def test_mismatched_weights_and_unknown_model_are_clear(tmp_path):
     save_file(state, str(bad), metadata={"emofuse": json.dumps({**doc, "model_name": "no_such_model"})})
     with pytest.raises(CheckpointError, match=r"bad\.safetensors: cannot rebuild model 'no_such_model'"):
         load_checkpoint(bad)
+
+
+def test_non_finite_weights_are_refused_by_name(tmp_path):
+    model = _model()
+    with torch.no_grad():  # what a diverged run leaves in last.safetensors
+        model.a.weight[0, 0] = float("nan")
+        model.b.bias.fill_(float("inf"))
+    path = save_checkpoint(model, tmp_path / "last.safetensors")
+    expected = r"last\.safetensors: non-finite weights \(NaN or inf\) in \[a\.weight, b\.bias\]; the run .* diverged"
+    with pytest.raises(CheckpointError, match=expected):
+        load_checkpoint(path)
+    with pytest.raises(CheckpointError, match=expected):
+        load_weights(_model(), path, strict=False)  # a stage initialised from it is refused too

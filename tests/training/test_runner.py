@@ -232,3 +232,29 @@ def test_dynamic_batches_validate_every_epoch(tmp_path, manifest):
         expected[epoch] = len(sampler)
     assert len(set(expected.values())) > 1  # the batch count really varies, so the test means something
     assert log.batches == expected
+
+
+def test_diverging_loss_stops_naming_epoch_and_step(tmp_path, manifest):
+    from _train_fakes import FakeClassify
+
+    from emofuse.training.lit_module import TrainingDiverged
+
+    class Diverging(FakeClassify):
+        calls = 0
+
+        def forward(self, batch):
+            out = super().forward(batch)
+            if self.training:
+                Diverging.calls += 1
+                if Diverging.calls > 8:  # epoch 1 (6 batches an epoch), as a huge learning rate does
+                    out["loss"] = out["loss"] * float("nan")
+            return out
+
+    class Components(FakeComponents):
+        def task(self, cfg, stage, model, classes, train):
+            return Diverging(model)
+
+    out = tmp_path / "run"
+    with pytest.raises(TrainingDiverged, match=r"seed0/train: the training loss became nan at epoch 1, step 8 \("):
+        run_experiment(fake_config(manifest), out, components=Components(), progress=False)
+    assert not (out / "seed0" / "seed0" / "DONE").exists()

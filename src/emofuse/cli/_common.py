@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 __all__ = ["console", "err_console", "handle_errors", "print_json", "print_wide"]
 
@@ -36,15 +37,19 @@ def handle_errors(fn: F) -> F:
         except _USER_ERRORS as e:
             if os.environ.get("EMOFUSE_DEBUG"):
                 raise
-            err_console.print(f"[bold red]error:[/] {e}", markup=True, highlight=False, soft_wrap=True)
+            err_console.print(f"[bold red]error:[/] {escape(str(e))}", markup=True, highlight=False, soft_wrap=True)
             raise typer.Exit(code=2) from None
 
     return wrapper  # type: ignore[return-value]
 
 
 def print_json(obj: Any) -> None:
-    """Write ``obj`` as JSON to stdout (plain, no rich markup, so it can be piped)."""
-    sys.stdout.write(json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+    """Write ``obj`` as JSON to stdout (plain, no rich markup, so it can be piped).
+
+    Raises:
+        ValueError: ``obj`` holds NaN or an infinity (not JSON; such a value is a failure upstream).
+    """
+    sys.stdout.write(json.dumps(obj, indent=2, ensure_ascii=False, allow_nan=False) + "\n")
     sys.stdout.flush()
 
 

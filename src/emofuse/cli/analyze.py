@@ -71,6 +71,7 @@ def _dataset(cfg: Any, model: Any, meta: dict[str, Any], records: list[Any], cla
                 f"warning: {m} encoder {name!r} resolves to {here.get('source')!r} here, not what training used "
                 f"({trained.get('source')!r}); its preprocessing (tokenizer) may differ",
                 highlight=False,
+                markup=False,
             )
     return MultimodalDataset(
         records, classes, audio_encoder=encoders["audio"], text_encoder=encoders["text"], root=manifest.parent

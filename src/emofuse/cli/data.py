@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from emofuse.cli._common import console, err_console, handle_errors, print_json, print_wide
@@ -37,7 +38,7 @@ def _class_table(prep: PreparedCorpus) -> Table:
     t.add_column("total", justify="right")
     for c in prep.classes:
         row = [str(prep.label_counts(s).get(c, 0)) for s in splits]
-        t.add_row(c, *row, str(prep.label_counts().get(c, 0)))
+        t.add_row(escape(c), *row, str(prep.label_counts().get(c, 0)))
     return t
 
 
@@ -72,10 +73,10 @@ def prepare_cmd(
     prep = prepare(corpus, root, labels=labels, allow_missing_audio=allow_missing_audio, progress=not quiet, **kwargs)
     new_text = "".join(r.to_json() + "\n" for r in prep.records)
     if out.exists() and not overwrite and out.suffix != ".gz" and out.read_text(encoding="utf-8") == new_text:
-        console.print(f"manifest {out} is up to date ({len(prep.records)} records)")
+        console.print(f"manifest {out} is up to date ({len(prep.records)} records)", markup=False)
     else:
         write_manifest(prep.records, out, overwrite=overwrite)
-        console.print(f"wrote {out} ({len(prep.records)} records)")
+        console.print(f"wrote {out} ({len(prep.records)} records)", markup=False)
     report_path = out.with_name(out.name.split(".")[0] + ".report.json")
     atomic_write_json(
         report_path,
@@ -90,11 +91,13 @@ def prepare_cmd(
     console.print(_class_table(prep))
     if prep.dropped:
         dropped = ", ".join(f"{k}: {v}" for k, v in sorted(prep.dropped.items()))
-        console.print(f"dropped (label not in scheme {prep.scheme}): {dropped}")
+        console.print(f"dropped (label not in scheme {prep.scheme}): {dropped}", markup=False)
     if not prep.report.ok:
-        err_console.print(f"[yellow]problems found[/] (details in {report_path}):\n{prep.report.summary()}")
+        err_console.print(
+            f"[yellow]problems found[/] (details in {escape(str(report_path))}):\n{escape(prep.report.summary())}"
+        )
     elif prep.report.notes:
-        console.print("\n".join(prep.report.notes), style="dim")
+        console.print("\n".join(prep.report.notes), style="dim", markup=False)
 
 
 @handle_errors
@@ -112,7 +115,7 @@ def validate(
     if json_out:
         print_json(report.to_dict())
     else:
-        console.print(report.summary())
+        console.print(report.summary(), markup=False)
     if not report.ok:
         raise typer.Exit(code=1)
 

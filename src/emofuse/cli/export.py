@@ -39,7 +39,7 @@ def export(
     if onnx.exists() and not overwrite:
         raise FileExistsError(f"{onnx} already exists; pass --overwrite to replace it")
     predictor = Predictor.from_checkpoint(checkpoint)
-    err_console.print(f"checkpoint: {predictor.checkpoint} ({predictor.selection})", highlight=False)
+    err_console.print(f"checkpoint: {predictor.checkpoint} ({predictor.selection})", highlight=False, markup=False)
     model = predictor.model
     meta = {
         "classes": json.dumps(predictor.classes),
@@ -62,7 +62,9 @@ def export(
     if json_out:
         print_json(doc)
         return
-    console.print(f"wrote {path} ({doc['bytes'] / 1e6:.2f} MB)", highlight=False)
-    console.print(f"inputs: {', '.join(doc['inputs'])} (batch and time dynamic) -> probs over {predictor.classes}")
+    console.print(f"wrote {path} ({doc['bytes'] / 1e6:.2f} MB)", highlight=False, markup=False)
+    console.print(
+        f"inputs: {', '.join(doc['inputs'])} (batch and time dynamic) -> probs over {predictor.classes}", markup=False
+    )
     if doc["max_abs_diff"] is not None:
         console.print(f"onnxruntime vs PyTorch: max |dp| = {doc['max_abs_diff']:.2e} over 2 batch/length settings")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,8 @@ def extract(
 
     if not manifest.is_file():
         raise FileNotFoundError(f"manifest not found: {manifest}")
+    if max_duration is not None and not (math.isfinite(max_duration) and max_duration > 0):
+        raise ValueError(f"--max-duration must be a positive number of seconds, got {max_duration}")
     chosen = _parse_layer(layer)
     enc = create_encoder(encoder, layer=chosen, weights_dir=weights_dir, allow_random=allow_random)
     enc.to(torch.device(device))

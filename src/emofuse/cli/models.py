@@ -6,6 +6,7 @@ import warnings
 from typing import Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from emofuse.cli._common import console, handle_errors, print_json, print_wide
@@ -76,14 +77,14 @@ def models(
         print_json(rows)
         return
     if not rows:
-        console.print(f"no registered model matches {filter_!r}")
+        console.print(f"no registered model matches {filter_!r}", markup=False)
         return
     table = Table(title="Registered models (default configs)")
     for col, justify in (("model", "left"), ("total", "right"), ("exact", "right"), ("branches", "left")):
         table.add_column(col, justify=justify)  # type: ignore[arg-type]
     for r in rows:
         if "error" in r:
-            table.add_row(r["name"], "-", "-", f"[red]{r['error']}[/]")
+            table.add_row(r["name"], "-", "-", f"[red]{escape(r['error'])}[/]")
             continue
         branches = ", ".join(f"{b} {_fmt(n)}" for b, n in r["branches"].items())
         table.add_row(r["name"], _fmt(r["total"]), f"{r['total']:,}", branches)

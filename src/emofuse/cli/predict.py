@@ -5,11 +5,13 @@ from __future__ import annotations
 import csv
 import io
 import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from emofuse.cli._common import console, err_console, handle_errors, print_json, print_wide
@@ -127,19 +129,21 @@ def _table(rows: list[dict[str, Any]], classes: list[str], show_text: bool) -> T
         extra = []
         if show_text:
             text = r.get("transcript") or ""
-            extra = [f"[dim](ASR)[/] {text}" if r.get("from_asr") else text]
-        t.add_row(r["file"], best, *cells, *extra)
+            extra = [f"[dim](ASR)[/] {escape(text)}" if r.get("from_asr") else escape(text)]
+        t.add_row(escape(r["file"]), escape(best), *cells, *extra)
     return t
 
 
 def _window_table(row: dict[str, Any], classes: list[str]) -> Table:
-    t = Table(title=f"{row['file']}: {len(row['windows'])} windows")
+    t = Table(title=f"{escape(row['file'])}: {len(row['windows'])} windows")
     t.add_column("window (s)")
     t.add_column("label")
     for c in classes:
         t.add_column(c, justify="right")
     for w in row["windows"]:
-        t.add_row(f"{w['start']:.2f}-{w['end']:.2f}", w["label"], *(f"{w['probabilities'][c]:.3f}" for c in classes))
+        t.add_row(
+            f"{w['start']:.2f}-{w['end']:.2f}", escape(w["label"]), *(f"{w['probabilities'][c]:.3f}" for c in classes)
+        )
     return t
 
 
@@ -190,6 +194,7 @@ def predict(
     than --window are cut into windows and their probabilities averaged. A file that fails is reported and
     skipped; the exit code is 1 when any failed.
     """
+    from emofuse.data.audio import AudioWarning
     from emofuse.inference.predictor import Predictor
 
     if text is not None and transcripts is not None:
@@ -199,7 +204,7 @@ def predict(
     table = _read_transcripts(transcripts) if transcripts is not None else {}
     items = _items(list(audio))
     predictor = Predictor.from_checkpoint(checkpoint, window=window, hop=hop, batch_size=batch_size)
-    err_console.print(f"checkpoint: {predictor.checkpoint} ({predictor.selection})", highlight=False)
+    err_console.print(f"checkpoint: {predictor.checkpoint} ({predictor.selection})", highlight=False, markup=False)
     rows: list[dict[str, Any]] = []
     failures: list[dict[str, str]] = []
     from emofuse.utils.progress import track
@@ -207,16 +212,21 @@ def predict(
     for item in track(items, "predicting", disable=json_out or len(items) < 2):
         given = text if text is not None else _lookup(table, item) if table else None
         try:
-            pred = predictor.predict(
-                item.path, given if given is not None else item.text, start=item.start, end=item.end
-            )
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", AudioWarning)
+                pred = predictor.predict(
+                    item.path, given if given is not None else item.text, start=item.start, end=item.end
+                )
         except (ValueError, OSError, ImportError) as e:  # one bad file never stops the batch
             msg = str(e) if str(e).startswith(item.name) else f"{item.name}: {e}"
             failures.append({"file": item.name, "error": str(e)})
             if not json_out:
-                err_console.print(f"[red]failed:[/] {msg}", highlight=False, soft_wrap=True)
+                err_console.print(f"[red]failed:[/] {escape(msg)}", highlight=False, soft_wrap=True)
             continue
-        rows.append({"file": item.name, **pred.to_dict()})
+        notes = [str(w.message) for w in caught if issubclass(w.category, AudioWarning)]
+        for note in notes if not json_out else []:
+            err_console.print(f"[yellow]warning:[/] {escape(note)}", highlight=False, soft_wrap=True)
+        rows.append({"file": item.name, **pred.to_dict(), **({"warnings": notes} if notes else {})})
     classes = predictor.classes
     if csv_out is not None:
         _write_csv(csv_out, rows, failures, classes)

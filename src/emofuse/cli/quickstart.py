@@ -121,4 +121,5 @@ def quickstart(
         f"took {result.seconds['total']:.0f} s" + (f" (reused from cache: {', '.join(reused)})" if reused else ""),
         highlight=False,
         soft_wrap=True,
+        markup=False,
     )

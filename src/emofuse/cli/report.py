@@ -26,4 +26,4 @@ def report(
     from emofuse.evaluation.report import write_report
 
     paths = write_report(run_dirs, out, title=title, overwrite=overwrite)
-    console.print(f"wrote {paths['markdown']} and {paths['html']}", highlight=False, soft_wrap=True)
+    console.print(f"wrote {paths['markdown']} and {paths['html']}", highlight=False, soft_wrap=True, markup=False)

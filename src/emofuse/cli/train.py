@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from emofuse.cli._common import console, err_console, handle_errors, print_json
@@ -17,7 +18,7 @@ def _summary_table(doc: dict[str, Any], title: str) -> Table:
     from emofuse.metrics import format_mean_std
 
     agg = doc.get("aggregate", {})
-    t = Table(title=title)
+    t = Table(title=escape(title))
     t.add_column("metric")
     t.add_column("mean (std)", justify="right")
     rows: list[tuple[str, tuple[str, ...]]] = [("MulT macro-F1", ("mult_f1", "macro"))]
@@ -29,7 +30,7 @@ def _summary_table(doc: dict[str, Any], title: str) -> Table:
         for key in path:
             node = node.get(key, {}) if isinstance(node, dict) else {}
         if isinstance(node, dict) and "mean" in node:
-            t.add_row(label, format_mean_std(node["mean"], node["std"]))
+            t.add_row(escape(label), format_mean_std(node["mean"], node["std"]))
     return t
 
 
@@ -69,7 +70,7 @@ def train(
         print_json(doc)
         return
     console.print(_summary_table(doc, f"{doc['name']}: {doc['n_runs']} run(s)"))
-    console.print(f"wrote {out / 'results.json'} and {out / 'results.md'}", highlight=False)
+    console.print(f"wrote {out / 'results.json'} and {out / 'results.md'}", highlight=False, markup=False)
 
 
 @handle_errors
@@ -105,8 +106,8 @@ def evaluate(
         if json_out:
             print_json(doc)
             return
-        console.print(missing_markdown(doc), highlight=False)
-        err_console.print(f"wrote {out / 'missing.json'} and {out / 'missing.md'}", highlight=False)
+        console.print(missing_markdown(doc), highlight=False, markup=False)
+        err_console.print(f"wrote {out / 'missing.json'} and {out / 'missing.md'}", highlight=False, markup=False)
         return
     if manifest is None:
         raise ValueError("--manifest is required (unless --drop / --drop-all scores each run's test fold)")
@@ -118,4 +119,4 @@ def evaluate(
         print_json(doc)
         return
     console.print(_summary_table(doc, f"{run_dir} on {manifest.name}: {doc['n_runs']} run(s)"))
-    err_console.print(f"wrote {out}", highlight=False)
+    err_console.print(f"wrote {out}", highlight=False, markup=False)

@@ -42,7 +42,9 @@ def transcribe(
         print_json(report.to_dict())
         return
     resumed = f", {report.resumed} resumed from a partial run" if report.resumed else ""
-    console.print(f"wrote {report.out} ({report.records} records: {report.transcribed} transcribed{resumed})")
+    console.print(
+        f"wrote {report.out} ({report.records} records: {report.transcribed} transcribed{resumed})", markup=False
+    )
     if report.no_audio:
         console.print(f"{report.no_audio} record(s) without audio: asr_text is null")
     s = report.scores

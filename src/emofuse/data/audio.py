@@ -14,13 +14,14 @@ Example:
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 import soxr
 
-__all__ = ["SAMPLE_RATE", "AudioError", "audio_info", "load_audio", "save_wav", "trim_silence"]
+__all__ = ["SAMPLE_RATE", "AudioError", "AudioWarning", "audio_info", "load_audio", "save_wav", "trim_silence"]
 
 SAMPLE_RATE = 16_000
 _SOUNDFILE_EXTS = {".wav", ".flac", ".ogg", ".oga", ".aiff", ".aif", ".au", ".mp3"}
@@ -30,6 +31,31 @@ SUPPORTED_EXTS = frozenset(_SOUNDFILE_EXTS | _CONTAINER_EXTS)
 
 class AudioError(ValueError):
     """Audio that is missing, empty, corrupt or in an unsupported format. Names the file."""
+
+
+class AudioWarning(UserWarning):
+    """Audio that loads but is suspect (a truncated file). Names the file."""
+
+
+def _wav_shortfall(path: Path) -> tuple[int, int] | None:
+    """``(bytes the WAV header promises, bytes the file holds)`` of a truncated WAV's data chunk, else ``None``."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return None
+        pos = 12
+        while pos + 8 <= size:
+            f.seek(pos)
+            chunk = f.read(8)
+            declared = int.from_bytes(chunk[4:8], "little")
+            if chunk[:4] == b"data":
+                held = size - pos - 8
+                if declared in (0, 0xFFFFFFFF):  # streaming writers leave the size open
+                    return None
+                return (declared, held) if declared > held else None
+            pos += 8 + declared + (declared & 1)
+    return None
 
 
 def _read_soundfile(path: Path, start: float | None, end: float | None) -> tuple[np.ndarray, int]:
@@ -88,6 +114,9 @@ def load_audio(
 
     Raises:
         AudioError: The file is missing, not audio, corrupt, empty, or the segment is empty.
+
+    Warns:
+        AudioWarning: A WAV file shorter than its header promises (a truncated copy or download).
     """
     path = Path(path)
     if not path.is_file():
@@ -112,6 +141,13 @@ def load_audio(
     if data.size == 0:
         where = "" if start is None and end is None else f" in segment [{start}, {end}] s"
         raise AudioError(f"{path}: no audio samples{where}")
+    if ext == ".wav" and (short := _wav_shortfall(path)) is not None:
+        warnings.warn(
+            f"{path}: truncated file: its header promises {short[0]} bytes of audio, it holds {short[1]}; "
+            "only the part present is used",
+            AudioWarning,
+            stacklevel=2,
+        )
     wav = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
     if not np.all(np.isfinite(wav)):
         raise AudioError(f"{path}: audio contains NaN or infinite samples")

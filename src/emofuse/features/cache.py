@@ -361,14 +361,28 @@ class FeatureStore:
 
         Raises:
             KeyError: No features for ``utt_id`` (the message says why when the extraction skipped it).
+            FeatureCacheError: The stored values hold NaN or inf (names the shard).
         """
         shard, key = self._entry(utt_id)[:2]
-        return self._handle(shard).get_tensor(str(key)).to(torch.float32)
+        return self._finite(self._handle(shard).get_tensor(str(key)).to(torch.float32), shard, utt_id)
 
     def get_pooled(self, utt_id: str) -> Tensor:
-        """The encoder's utterance-level vector ``(D,)`` float32 (its ``pooled`` output)."""
+        """The encoder's utterance-level vector ``(D,)`` float32 (its ``pooled`` output).
+
+        Raises:
+            FeatureCacheError: The stored values hold NaN or inf (names the shard).
+        """
         shard, key = self._entry(utt_id)[:2]
-        return self._handle(shard).get_tensor(f"{key}.pooled").to(torch.float32)
+        return self._finite(self._handle(shard).get_tensor(f"{key}.pooled").to(torch.float32), shard, utt_id)
+
+    def _finite(self, x: Tensor, shard: int, utt_id: str) -> Tensor:
+        """``x``, or an error naming the shard when it holds NaN / inf (a damaged cache is never reused)."""
+        if not bool(torch.isfinite(x).all()):
+            raise FeatureCacheError(
+                f"{self.path / self._shards[shard]}: the features of {utt_id!r} hold NaN or infinite values; run "
+                "`emofuse extract` again (it sets the shard aside and recomputes its utterances)"
+            )
+        return x
 
     def _entry(self, utt_id: str) -> list[Any]:
         try:

@@ -16,6 +16,7 @@ import gzip
 import hashlib
 import json
 import logging
+import math
 import os
 import tempfile
 import time
@@ -94,7 +95,7 @@ def _shard_number(p: Path) -> int | None:
 
 
 def _scan_shards(cache_dir: Path, digest: str) -> tuple[list[str], dict[str, list[Any]], int]:
-    """Read the headers of finished shards.
+    """Read the headers of finished shards; a shard that cannot be read or holds NaN / inf is set aside.
 
     Returns:
         Shard file names, ``{id: [shard position, tensor key, frames, input hash]}`` (later shards
@@ -111,9 +112,12 @@ def _scan_shards(cache_dir: Path, digest: str) -> tuple[list[str], dict[str, lis
         try:
             with safe_open(str(p), framework="pt") as f:
                 md = f.metadata() or {}
-            ids, hashes, frames = (json.loads(md[k]) for k in ("ids", "hashes", "frames"))
-        except Exception as e:  # noqa: BLE001 - any unreadable shard is set aside and recomputed
-            log.warning("setting aside unreadable shard %s (%s); its utterances are recomputed", p, e)
+                ids, hashes, frames = (json.loads(md[k]) for k in ("ids", "hashes", "frames"))
+                bad = next((k for k in f.keys() if not bool(torch.isfinite(f.get_tensor(k)).all())), None)
+            if bad is not None:
+                raise ValueError(f"tensor {bad!r} holds NaN or infinite values")
+        except Exception as e:  # noqa: BLE001 - any unreadable or non-finite shard is set aside and recomputed
+            log.warning("setting aside unusable shard %s (%s); its utterances are recomputed", p, e)
             os.replace(p, p.with_name(p.name + ".corrupt"))
             continue
         if md.get("key") != digest:
@@ -386,6 +390,8 @@ def extract_features(
     """
     if batch_size < 1 or shard_size < 1:
         raise ValueError(f"batch_size and shard_size must be >= 1, got {batch_size} and {shard_size}")
+    if max_duration is not None and not (math.isfinite(max_duration) and max_duration > 0):
+        raise ValueError(f"max_duration must be a positive number of seconds or None, got {max_duration}")
     started = time.perf_counter()
     key = encoder_key(encoder, layer, max_duration, dtype)
     cache_dir = resolve_cache_dir(out_dir, key)

@@ -367,6 +367,9 @@ def verify_onnx(
 
     Returns:
         ``max |p_onnx - p_torch|`` over all cases, rows and classes.
+
+    Raises:
+        ExportError: Either side gave NaN or infinite probabilities (a failed check, never a difference of 0).
     """
     import numpy as np
 
@@ -378,6 +381,12 @@ def verify_onnx(
         with torch.inference_mode():
             ref = model(_as_batch(student, inputs)).probs.float().numpy()  # type: ignore[union-attr]
         got = session.run(["probs"], {k: v.numpy() for k, v in zip(student.input_names, inputs, strict=True)})[0]
+        bad = [name for name, p in (("PyTorch", ref), ("onnxruntime", got)) if not np.isfinite(p).all()]
+        if bad:  # max() would skip NaN and report a perfect 0.0
+            raise ExportError(
+                f"{path}: {' and '.join(bad)} gave NaN or infinite probabilities (batch {batch}, {seconds} s, "
+                f"{tokens} tokens); the parity check fails"
+            )
         worst = max(worst, float(np.abs(got - ref).max()))
     return worst
 

@@ -339,7 +339,8 @@ class Predictor:
             The :class:`Prediction` (label, probabilities in class order, transcript used, per-window results).
 
         Raises:
-            PredictionError: Unreadable audio, an empty transcript, or no speech recognised (names the input).
+            PredictionError: Unreadable audio, an empty transcript, no speech recognised, or NaN / infinite model
+                output (names the input).
         """
         source = str(audio) if isinstance(audio, (str, Path)) else None
         where = f"{source}: " if source else ""
@@ -418,7 +419,13 @@ class Predictor:
                     raise PredictionError(f"{where}{e}") from None
                 probs = self.model(batch).probs  # (B, C)
                 out.append(probs.float().cpu().numpy())
-        return np.concatenate(out, axis=0)
+        probs = np.concatenate(out, axis=0)
+        if not np.isfinite(probs).all():  # NaN is a failure, never a label
+            raise PredictionError(
+                f"{where}the model gave NaN or infinite probabilities (checkpoint {self.checkpoint or 'given'}); "
+                "it cannot score this input"
+            )
+        return probs
 
     def __repr__(self) -> str:
         return (

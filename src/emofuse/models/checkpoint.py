@@ -45,6 +45,7 @@ __all__ = [
     "find_checkpoint",
     "load_checkpoint",
     "load_weights",
+    "non_finite",
     "read_checkpoint_meta",
     "save_checkpoint",
 ]
@@ -221,7 +222,8 @@ def load_weights(
         ``{"missing": [...], "unexpected": [...]}``.
 
     Raises:
-        CheckpointError: Unreadable file, mismatched keys (with ``strict``), or mismatched shapes.
+        CheckpointError: Unreadable file, non-finite weights (named), mismatched keys (with ``strict``), or
+            mismatched shapes.
     """
     from safetensors.torch import load_file
 
@@ -231,6 +233,12 @@ def load_weights(
             state = load_file(str(path))
         except Exception as e:
             raise CheckpointError(f"{path}: cannot read the weights ({e})") from None
+    bad = non_finite(state)
+    if bad:
+        raise CheckpointError(
+            f"{path}: non-finite weights (NaN or inf) in {_few(bad)}; the run that wrote it diverged "
+            "(use an earlier checkpoint, or retrain with a lower learning rate)"
+        )
     own = model.state_dict()
     shapes = [
         f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}"
@@ -252,6 +260,13 @@ def load_weights(
     return {"missing": missing, "unexpected": unexpected}
 
 
+def non_finite(state: Mapping[str, Tensor]) -> list[str]:
+    """Names of the floating-point tensors of ``state`` holding a NaN or an infinity, sorted."""
+    return sorted(
+        k for k, v in state.items() if v.is_floating_point() and v.numel() and not bool(torch.isfinite(v).all())
+    )
+
+
 def _few(items: list[str], n: int = 8) -> str:
     if not items:
         return "none"
@@ -270,8 +285,9 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         ``(model in eval mode, document)``.
 
     Raises:
-        CheckpointError: Missing or corrupt file, unknown model name, or weights that do not fit the
-            rebuilt architecture. Every message names the file.
+        CheckpointError: Missing or corrupt file, unknown model name, NaN / inf weights (what a diverged run
+            leaves; the tensors are named), or weights that do not fit the rebuilt architecture. Every message
+            names the file.
     """
     path = find_checkpoint(path)
     doc = read_checkpoint_meta(path)

@@ -68,7 +68,7 @@ def predict(
         ``{"ids": [...], "labels": LongTensor (N,) | None, "probs": FloatTensor (N, C)}``.
 
     Raises:
-        ValueError: The model returns neither probabilities nor logits.
+        ValueError: The model returns neither probabilities nor logits, or NaN / infinite ones (the items named).
     """
 
     def probs_of(out: ModelOutput) -> Tensor:
@@ -99,7 +99,15 @@ def _collect(
     truths: list[Tensor] = []
     with torch.inference_mode():
         for batch in make_loader(dataset, data, shuffle=False, batch_size=batch_size):
-            outs.append(output(model(_to(batch, device))).cpu())
+            out = output(model(_to(batch, device))).cpu()
+            rows = ~torch.isfinite(out.reshape(len(out), -1)).all(-1)
+            if bool(rows.any()):  # NaN is a failure, never a label or a score
+                bad = [str(batch["ids"][i]) for i in rows.nonzero().flatten().tolist()]
+                raise ValueError(
+                    f"model {model.model_name!r} gave NaN or infinite outputs for {len(bad)} item(s) "
+                    f"({', '.join(bad[:5])}{', ...' if len(bad) > 5 else ''})"
+                )
+            outs.append(out)
             ids += list(batch["ids"])
             if truth_key in batch:
                 truths.append(batch[truth_key].cpu())
@@ -306,7 +314,11 @@ def evaluate_run(
                 rescale = resolve_rescale(rescale, [], cfg.data.target)
             run_metrics = score_regression(values, float(opts.get("threshold", 0.0)), rescale)
         else:
-            run_metrics = score(predict(model, dataset, cfg.data, cfg.eval.batch_size, _device(cfg)), classes)
+            try:
+                preds = predict(model, dataset, cfg.data, cfg.eval.batch_size, _device(cfg))
+            except ValueError as e:
+                raise ValueError(f"{ckpt}: {e}") from None
+            run_metrics = score(preds, classes)
         results.append({"fold": fold, "seed": seed, "checkpoint": str(ckpt), "metrics": run_metrics})
     metrics = [r["metrics"] for r in results]
     doc = {

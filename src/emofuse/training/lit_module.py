@@ -32,10 +32,14 @@ from torch import Tensor, nn
 from emofuse.config.schema import OptimConfig
 from emofuse.metrics import classification_metrics, mult_f1, regression_metrics
 
-__all__ = ["TaskModule", "build_optimizer", "build_scheduler", "lr_factor", "resolve_mode"]
+__all__ = ["TaskModule", "TrainingDiverged", "build_optimizer", "build_scheduler", "lr_factor", "resolve_mode"]
 
 _OUTPUT_KEYS = ("logits", "probs", "labels", "preds", "targets")
 _IGNORE = -100
+
+
+class TrainingDiverged(ValueError):
+    """The training loss became NaN or infinite: training stops (the message names the epoch and step)."""
 
 
 def resolve_mode(monitor: str, mode: str = "auto") -> str:
@@ -216,8 +220,20 @@ class TaskModule(L.LightningModule):
         return out["loss"]
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
-        """Loss of one training batch."""
-        return self._step(batch, "train")
+        """Loss of one training batch.
+
+        Raises:
+            TrainingDiverged: The loss is NaN or infinite (on any rank); names the epoch and step.
+        """
+        loss = self._step(batch, "train")
+        finite = bool(torch.isfinite(loss.detach()).all())
+        if not self.trainer.strategy.reduce_boolean_decision(finite, all=True):  # every rank stops together
+            raise TrainingDiverged(
+                f"the training loss became {'NaN or infinite' if finite else float(loss.detach())} at epoch "
+                f"{self.current_epoch}, step {self.global_step} (batch {batch_idx} of the epoch); lower optim.lr, "
+                "or set trainer.gradient_clip_val"
+            )
+        return loss
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         """Loss (and predictions) of one validation batch."""

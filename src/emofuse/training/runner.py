@@ -62,7 +62,7 @@ from emofuse.training.evaluate import (
     write_predictions,
     write_regression_predictions,
 )
-from emofuse.training.lit_module import TaskModule, no_validation_monitor
+from emofuse.training.lit_module import TaskModule, TrainingDiverged, no_validation_monitor
 from emofuse.training.report import results_document, write_results
 from emofuse.training.rundir import (
     resolve_classes,
@@ -217,7 +217,10 @@ class _Run:
             use_distributed_sampler=False,
             default_root_dir=sdir,
         )
-        resumed = CrashResume(sdir).fit(trainer, module, dm)
+        try:
+            resumed = CrashResume(sdir).fit(trainer, module, dm)
+        except TrainingDiverged as e:
+            raise TrainingDiverged(f"{sdir}: {e}") from None
         if trainer.is_global_zero:
             ckpt_cb = callbacks[0]
             self.rd.mark_stage_done(
@@ -277,7 +280,10 @@ class _Run:
                 if cfg.eval.save_predictions:
                     write_regression_predictions(self.rd.predictions_file, values)
             else:
-                preds = predict(model, dataset, cfg.data, cfg.eval.batch_size, device)
+                try:
+                    preds = predict(model, dataset, cfg.data, cfg.eval.batch_size, device)
+                except ValueError as e:  # NaN outputs: name the checkpoint
+                    raise ValueError(f"{ckpt}: {e}") from None
                 metrics = score(preds, exp.classes)
                 if cfg.eval.save_predictions:
                     write_predictions(self.rd.predictions_file, preds, exp.classes)
