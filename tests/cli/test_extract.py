@@ -82,3 +82,17 @@ def test_max_duration_must_be_positive_seconds(dummies, manifest, tmp_path, valu
     assert r.exit_code == 2, r.output  # -1 used to cut the last second of every clip, silently
     assert "--max-duration must be a positive number of seconds" in r.output and len(r.output.splitlines()) == 1
     assert not out.exists()
+
+
+@pytest.mark.parametrize("device", ["cuda", "cuda:7", "nonsense"])
+def test_unavailable_device_is_one_line(dummies, manifest, tmp_path, device, monkeypatch):
+    import torch
+
+    if device.startswith("cuda") and torch.cuda.is_available():
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    r = runner.invoke(
+        app, ["extract", str(manifest), "-e", "dummy-audio", "-o", str(tmp_path / "f"), "--device", device]
+    )
+    assert r.exit_code == 2 and len(r.output.splitlines()) == 1, r.output
+    assert f"--device {device}" in r.output or f"--device '{device}'" in r.output
+    assert not (tmp_path / "f").exists()

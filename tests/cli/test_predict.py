@@ -218,3 +218,12 @@ def test_markup_in_paths_is_shown_verbatim_and_truncated_wav_warns(run, corpus, 
     assert "cut.wav: truncated file: its header promises" in res.output.replace("\n", "")
     doc = _json(runner.invoke(app, ["predict", str(run), str(cut), "--text", "hi", "--json"]))
     assert "truncated file" in doc["results"][0]["warnings"][0]
+
+
+def test_non_utf8_transcripts_name_file_and_line(tmp_path):
+    from emofuse.cli.predict import _read_transcripts
+
+    table = tmp_path / "t.csv"
+    table.write_bytes(b"path,text\na.wav,hello\nb.wav,caf\xe9\n")
+    with pytest.raises(ValueError, match=r"t\.csv:3: not UTF-8 text \(byte 0xe9 at column 10\)"):
+        _read_transcripts(table)

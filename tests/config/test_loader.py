@@ -148,3 +148,21 @@ def test_paper_config_epochs_follow_the_command_line():
     config = Path(__file__).resolve().parents[2] / "configs/cmd/iemocap.yaml"
     assert set(_epochs(load_config(config, ["trainer.max_epochs=1"])).values()) == {1}
     assert _epochs(load_config(config, ["stages.distill.trainer.max_epochs=2"]))["distill"] == 2
+
+
+def test_base_cycle_and_non_utf8_are_one_line_errors(tmp_path):
+    (tmp_path / "a.yaml").write_text("base: b.yaml\nname: a\n")
+    (tmp_path / "b.yaml").write_text("base: a.yaml\nname: b\n")
+    with pytest.raises(
+        ConfigError, match=r"a\.yaml: 'base:' files name each other in a cycle \(.*a\.yaml -> .*b\.yaml"
+    ):
+        load_config(tmp_path / "a.yaml")
+    (tmp_path / "self.yaml").write_text("base: ./self.yaml\n")
+    with pytest.raises(ConfigError, match="cycle"):
+        load_config(tmp_path / "self.yaml")
+    (tmp_path / "odd.yaml").write_text("base: [x]\n")
+    with pytest.raises(ConfigError, match=r"odd\.yaml: 'base:' must be the path of another YAML file"):
+        load_config(tmp_path / "odd.yaml")
+    (tmp_path / "latin1.yaml").write_bytes("name: caf\xe9\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"latin1\.yaml:1: not UTF-8 text \(byte 0xe9\)"):
+        load_config(tmp_path / "latin1.yaml")

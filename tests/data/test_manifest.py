@@ -113,3 +113,20 @@ def test_duration_and_audio_path(tmp_path):
     assert r.duration == 2.5
     assert r.audio_path(tmp_path) == tmp_path / "x" / "a.wav"
     assert _rec("b").audio_path(tmp_path) is None
+
+
+def test_non_utf8_and_damaged_gzip_name_file_and_line(tmp_path):
+    from emofuse.data.manifest import ManifestError, read_manifest
+
+    good = '{"id": "a", "text": "hi"}\n'
+    p = tmp_path / "m.jsonl"
+    p.write_bytes(good.encode() + '{"id": "b", "text": "caf\xe9"}\n'.encode("latin-1"))
+    with pytest.raises(ManifestError, match=r"m\.jsonl:2: not UTF-8 text \(byte 0xe9 at column 25\)"):
+        read_manifest(p)
+    gz = tmp_path / "m.jsonl.gz"
+    gz.write_bytes(gzip.compress((good * 50).encode())[:-30])  # an interrupted copy
+    with pytest.raises(ManifestError, match=r"m\.jsonl\.gz: damaged gzip file"):
+        read_manifest(gz)
+    (tmp_path / "plain.jsonl.gz").write_text(good)
+    with pytest.raises(ManifestError, match=r"plain\.jsonl\.gz: damaged gzip file"):
+        read_manifest(tmp_path / "plain.jsonl.gz")

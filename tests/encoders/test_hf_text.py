@@ -225,3 +225,17 @@ def test_mismatched_weights_dir_is_named(make_encoder, tmp_path):
         EncoderError, match=r"empty for encoder 'bert-base-uncased' has no config\.json; expected a BertModel"
     ):
         create_encoder("bert-base-uncased", weights_dir=tmp_path / "empty")
+
+
+def test_corrupt_weights_in_models_dir_are_named(make_encoder, tmp_path, monkeypatch):
+    tiny = make_encoder("tiny-bert")
+    folder = tmp_path / "models" / "bert-base-uncased"
+    tiny.model.save_pretrained(folder)
+    tiny.tokenizer.save_pretrained(folder)
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:200])  # an interrupted copy
+    monkeypatch.setenv("EMOFUSE_MODELS_DIR", str(tmp_path / "models"))
+    with pytest.raises(
+        EncoderError, match=r"model\.safetensors: cannot load the weights of encoder 'bert-base-uncased'"
+    ):
+        create_encoder("bert-base-uncased")

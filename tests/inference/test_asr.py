@@ -267,3 +267,20 @@ def test_packaged_tiny_en_transcribes_synthetic_speech(tmp_path):
     rates = error_rates(SENTENCES, hyps)
     print(f"\nASR on synthetic speech: {hyps}\n{rates}")
     assert rates.wer < 0.5 and rates.cer < 0.5
+
+
+def test_corrupt_clip_is_skipped_and_listed_not_fatal(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from emofuse.cli.main import app
+
+    manifest, answers = make_corpus(tmp_path)
+    (tmp_path / "wav" / "u2.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk")
+    out = tmp_path / "asr.jsonl"
+    report = transcribe_manifest(manifest, out, transcriber=CountingTranscriber(answers), progress=False)
+    assert report.transcribed == 3 and list(report.failed) == ["u2"] and "u2.wav" in report.failed["u2"]
+    assert {r.id: r.extra["asr_text"] for r in read_manifest(out)}["u2"] is None
+    monkeypatch.setattr(asr, "_packaged_model_dir", lambda: tmp_path)
+    monkeypatch.setattr(asr, "Transcriber", lambda **kw: CountingTranscriber(answers))
+    res = CliRunner().invoke(app, ["transcribe", str(manifest), "--out", str(out), "--overwrite", "-q"])
+    assert res.exit_code == 0 and "1 skipped (unreadable audio" in res.output and "u2: " in res.output, res.output

@@ -258,3 +258,26 @@ def test_diverging_loss_stops_naming_epoch_and_step(tmp_path, manifest):
     with pytest.raises(TrainingDiverged, match=r"seed0/train: the training loss became nan at epoch 1, step 8 \("):
         run_experiment(fake_config(manifest), out, components=Components(), progress=False)
     assert not (out / "seed0" / "seed0" / "DONE").exists()
+
+
+def test_unresumable_last_ckpt_is_named_with_the_ways_forward(tmp_path, manifest):
+    import torch
+
+    from emofuse.training.callbacks import ResumeError
+
+    cfg = fake_config(manifest, **{"trainer.max_epochs": 2})
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        _run(cfg, tmp_path / "run", callbacks=[Recorder(crash_at=1)])
+    ckpt = tmp_path / "run" / "seed0" / "seed0" / "train" / "last.ckpt"
+    good = ckpt.read_bytes()
+    for why, write in [
+        ("truncated, or not a checkpoint", lambda: ckpt.write_bytes(good[: len(good) // 2])),
+        ("not a Lightning training checkpoint", lambda: torch.save({"weights": torch.zeros(2)}, ckpt)),
+    ]:
+        write()
+        with pytest.raises(
+            ResumeError, match=rf"train/last\.ckpt: cannot resume this stage from it \({why}.*--overwrite"
+        ):
+            _run(cfg, tmp_path / "run")
+    ckpt.unlink()  # the way forward it names: the stage trains again from its start
+    assert _run(cfg, tmp_path / "run")["n_runs"] == 1

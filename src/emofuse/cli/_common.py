@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-__all__ = ["console", "err_console", "handle_errors", "print_json", "print_wide"]
+__all__ = ["console", "err_console", "handle_errors", "parse_device", "print_json", "print_wide"]
 
 console = Console()
 err_console = Console(stderr=True)
@@ -62,3 +62,31 @@ def print_wide(renderable: Any) -> None:
         console.print(renderable)
     else:
         Console(width=width).print(renderable)
+
+
+def parse_device(device: str, option: str = "--device") -> Any:
+    """The ``torch.device`` a ``--device`` value names (``auto``: CUDA when present), checked to exist here.
+
+    Raises:
+        ValueError: Not a device name, or a device this machine does not have (one line, with the fix).
+    """
+    import torch
+
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise ValueError(f"{option} {device!r} is not a device name (use cpu, cuda, cuda:1, mps or auto)") from None
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            build = f"built with CUDA {torch.version.cuda}" if torch.version.cuda else "built without CUDA"
+            raise ValueError(f"{option} {device}: no CUDA GPU on this machine (torch {build}); use {option} cpu")
+        if dev.index is not None and dev.index >= count:
+            raise ValueError(f"{option} {device}: this machine has {count} CUDA device(s) (cuda:0 to cuda:{count - 1})")
+    elif dev.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise ValueError(f"{option} {device}: MPS is not available on this machine; use {option} cpu")
+    elif dev.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"{option} {device}: unsupported device type {dev.type!r} (use cpu, cuda or mps)")
+    return dev

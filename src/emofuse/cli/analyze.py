@@ -15,7 +15,7 @@ from typing import Any
 
 import typer
 
-from emofuse.cli._common import console, err_console, handle_errors
+from emofuse.cli._common import console, err_console, handle_errors, parse_device
 
 __all__ = ["analyze"]
 
@@ -124,8 +124,6 @@ def analyze(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar, no table."),
 ) -> None:
     """Which modality's logit gradient dominates each test utterance, and which tokens matter (CMD §5.4–5.5)."""
-    import torch
-
     from emofuse.config import load_config
     from emofuse.data.manifest import read_manifest
     from emofuse.evaluation import (
@@ -152,9 +150,7 @@ def analyze(
         raise ValueError(f"{ckpt} has no run config.yaml nearby: pass --manifest")
     if not manifest.is_file():
         raise FileNotFoundError(f"manifest not found: {manifest}")
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(device)
+    dev = parse_device(device)
     model, meta = load_checkpoint(ckpt, map_location=dev)
     if set(getattr(model, "modalities", ())) != set(_MODALITIES) or not model.config.get("with_head", True):
         raise ValueError(f"{ckpt}: the analyses need a fine-tuned audio+text model, got {model.model_name!r}")

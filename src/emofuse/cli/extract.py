@@ -9,7 +9,7 @@ from typing import Any
 
 import typer
 
-from emofuse.cli._common import console, err_console, handle_errors, print_json
+from emofuse.cli._common import console, err_console, handle_errors, parse_device, print_json
 
 __all__ = ["extract"]
 
@@ -44,8 +44,6 @@ def extract(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Extract frame/token-level features once (fp16 shards; a killed run resumes where it stopped)."""
-    import torch
-
     from emofuse.encoders import create_encoder
     from emofuse.features import extract_features
 
@@ -53,9 +51,10 @@ def extract(
         raise FileNotFoundError(f"manifest not found: {manifest}")
     if max_duration is not None and not (math.isfinite(max_duration) and max_duration > 0):
         raise ValueError(f"--max-duration must be a positive number of seconds, got {max_duration}")
+    dev = parse_device(device)
     chosen = _parse_layer(layer)
     enc = create_encoder(encoder, layer=chosen, weights_dir=weights_dir, allow_random=allow_random)
-    enc.to(torch.device(device))
+    enc.to(dev)
     quiet_log = logging.getLogger("emofuse.features.extract")
     level = quiet_log.level
     quiet_log.setLevel(logging.ERROR)  # skipped items are listed below (and in meta.json) instead

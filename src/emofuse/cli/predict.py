@@ -74,7 +74,9 @@ def _read_transcripts(path: Path) -> dict[str, str]:
     if not path.is_file():
         raise FileNotFoundError(f"transcripts file not found: {path}")
     rows: list[tuple[int, Any, Any]] = []
-    raw = path.read_text(encoding="utf-8")
+    from emofuse.utils.io import read_utf8
+
+    raw = read_utf8(path)
     if path.suffix.lower() in (".jsonl", ".json"):
         for n, line in enumerate(raw.splitlines(), 1):
             if not line.strip():

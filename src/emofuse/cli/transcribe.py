@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
-from emofuse.cli._common import console, handle_errors, print_json
+from emofuse.cli._common import console, err_console, handle_errors, print_json
 
 __all__ = ["transcribe"]
 
@@ -40,6 +41,7 @@ def transcribe(
     )
     if json_out:
         print_json(report.to_dict())
+        _exit_if_nothing(report)
         return
     resumed = f", {report.resumed} resumed from a partial run" if report.resumed else ""
     console.print(
@@ -57,3 +59,18 @@ def transcribe(
         )
     if report.no_gold:
         console.print(f"{report.no_gold} record(s) without gold text were not scored")
+    if report.failed:
+        shown = list(report.failed.items())
+        lines = "\n".join(f"  {k}: {v}" for k, v in shown[:5]) + ("\n  ..." if len(shown) > 5 else "")
+        err_console.print(
+            f"{len(shown)} skipped (unreadable audio; asr_text is null, a re-run retries them):\n{lines}",
+            style="yellow",
+            markup=False,
+        )
+    _exit_if_nothing(report)
+
+
+def _exit_if_nothing(report: Any) -> None:
+    """Exit code 1 when every clip that has audio failed to load."""
+    if report.failed and not report.transcribed and not report.resumed:
+        raise typer.Exit(code=1)

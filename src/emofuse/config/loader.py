@@ -43,17 +43,27 @@ class ConfigError(ValueError):
     """A config file or override is invalid. The message names the file and the key."""
 
 
-def load_yaml(path: str | Path) -> dict[str, Any]:
+def load_yaml(path: str | Path, *, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
     """Read a YAML mapping, following ``base: other.yaml`` (relative to the file) recursively.
 
     Raises:
-        ConfigError: The file is missing, not valid YAML, or not a mapping.
+        ConfigError: The file is missing, not UTF-8, not valid YAML, or not a mapping, or its ``base:`` chain
+            comes back to a file already in it.
     """
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
+        raise ConfigError(f"config file not found: {path}" + (f" (the base: of {_chain[-1]})" if _chain else ""))
+    if path.resolve() in _chain:
+        cycle = " -> ".join(str(p) for p in (*_chain, path.resolve()))
+        raise ConfigError(f"{path}: 'base:' files name each other in a cycle ({cycle})")
+    raw = path.read_bytes()
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        raise ConfigError(f"{path}:{line}: not UTF-8 text (byte {raw[e.start]:#04x}); save the file as UTF-8") from None
+    try:
+        data = yaml.safe_load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f":{mark.line + 1}" if mark is not None else ""
@@ -64,7 +74,9 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: the top level must be a mapping of keys, got {type(data).__name__}")
     base = data.pop(BASE_KEY, None)
     if base is not None:
-        data = _deep_merge(load_yaml(path.parent / base), data)
+        if not isinstance(base, str) or not base.strip():
+            raise ConfigError(f"{path}: 'base:' must be the path of another YAML file, got {base!r}")
+        data = _deep_merge(load_yaml(path.parent / base, _chain=(*_chain, path.resolve())), data)
     return data
 
 

@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import gzip
 import json
+import zlib
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -301,10 +302,14 @@ def validate_records(
     return report
 
 
-def _open_text(path: Path, mode: str) -> IO[str]:
-    if path.suffix == ".gz":
-        return gzip.open(path, mode + "t", encoding="utf-8")  # type: ignore[return-value]
-    return open(path, mode, encoding="utf-8")
+def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
+    """``(line number, raw line)`` of a text or gzip file; a damaged gzip stream is a :class:`ManifestError`."""
+    opener: Any = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as f:
+            yield from enumerate(f, 1)
+    except (gzip.BadGzipFile, EOFError, zlib.error) as e:
+        raise ManifestError(f"{path}: damaged gzip file ({type(e).__name__}: {e})") from None
 
 
 def iter_manifest(path: str | Path) -> Iterator[Utterance]:
@@ -317,10 +322,14 @@ def iter_manifest(path: str | Path) -> Iterator[Utterance]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"manifest not found: {path}")
-    with _open_text(path, "r") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
+    for lineno, raw in _lines(path):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise ManifestError(
+                f"{path}:{lineno}: not UTF-8 text (byte {raw[e.start]:#04x} at column {e.start + 1})"
+            ) from None
+        if line.strip():
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as e:

@@ -81,9 +81,23 @@ def load_pretrained(model_cls: Any, path: Path, name: str, **kwargs: Any) -> tup
 
     Returns:
         ``(model in eval mode, notes)``.
+
+    Raises:
+        EncoderError: The weights cannot be read (corrupt or truncated file); names the file.
     """
-    with quiet_transformers():
-        model, info = model_cls.from_pretrained(str(path), local_files_only=True, output_loading_info=True, **kwargs)
+    try:
+        with quiet_transformers():
+            model, info = model_cls.from_pretrained(
+                str(path), local_files_only=True, output_loading_info=True, **kwargs
+            )
+    except Exception as e:  # noqa: BLE001 - safetensors / torch / transformers raise many types for bad files
+        files = sorted(p.name for p in path.glob("*") if p.suffix in (".safetensors", ".bin", ".pt", ".pth"))
+        where = path / files[0] if len(files) == 1 else path
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise EncoderError(
+            f"{where}: cannot load the weights of encoder {name!r} ({type(e).__name__}: {first}); the file is "
+            "corrupt or incomplete: copy or download it again"
+        ) from None
     notes = []
     missing = sorted(info.get("missing_keys", ())) + sorted(str(k) for k in info.get("mismatched_keys", ()))
     if missing:

@@ -36,7 +36,7 @@ from typing import IO, Any, Protocol
 
 import numpy as np
 
-from emofuse.data.audio import SAMPLE_RATE, load_audio
+from emofuse.data.audio import SAMPLE_RATE, AudioError, load_audio
 from emofuse.data.manifest import read_manifest, write_manifest
 from emofuse.utils.optional import MissingDependencyError, require
 from emofuse.utils.progress import track
@@ -241,6 +241,7 @@ class TranscriptionReport:
         no_gold: Records with audio but no gold text (not scored).
         no_gold_ids: Their ids.
         scores: WER/CER over the scored records (``None`` when none has gold text).
+        failed: ``id -> reason`` of records whose audio could not be read (``asr_text`` is ``None``; not scored).
     """
 
     out: Path
@@ -252,6 +253,7 @@ class TranscriptionReport:
     no_gold: int = 0
     scores: ErrorRates | None = None
     no_gold_ids: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict."""
@@ -349,7 +351,11 @@ def transcribe_manifest(
             transcriber = Transcriber(**options)
         with partial.open("a", encoding="utf-8") as f:
             for r in track(todo, f"transcribing {in_path.name}", disable=not progress):
-                wav = load_audio(r.audio_path(in_path.parent), start=r.start, end=r.end)  # type: ignore[arg-type]
+                try:
+                    wav = load_audio(r.audio_path(in_path.parent), start=r.start, end=r.end)  # type: ignore[arg-type]
+                except AudioError as e:  # one bad clip never stops the run: skipped, listed, asr_text null
+                    report.failed[r.id] = str(e)
+                    continue
                 done[r.id] = transcriber.transcribe(wav)
                 _append(f, {"id": r.id, "text": done[r.id]})
                 report.transcribed += 1

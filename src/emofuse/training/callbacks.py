@@ -18,11 +18,13 @@ import csv
 import io
 import math
 import os
+import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import Checkpoint, EarlyStopping, RichProgressBar
 
 from emofuse.models.base import EmotionModel
@@ -33,6 +35,7 @@ from emofuse.utils.optional import MissingDependencyError, is_available
 
 __all__ = [
     "CrashResume",
+    "ResumeError",
     "SafetensorsCheckpoint",
     "TrainingInterrupted",
     "early_stopping",
@@ -43,6 +46,10 @@ __all__ = [
 ]
 
 LAST_CKPT = "last.ckpt"
+
+
+class ResumeError(ValueError):
+    """A stage's ``last.ckpt`` cannot be resumed (truncated or foreign). Names the file and the ways forward."""
 
 
 class TrainingInterrupted(RuntimeError):
@@ -177,6 +184,32 @@ class CrashResume:
         path = self.dirpath / LAST_CKPT
         return path if path.is_file() else None
 
+    def check(self) -> None:
+        """Refuse a ``last.ckpt`` that cannot be resumed (truncated, or not written by Lightning), naming it.
+
+        Raises:
+            ResumeError: The file is not a complete Lightning checkpoint; the message says how to proceed.
+        """
+        path = self.ckpt_path
+        if path is None:
+            return
+        why = None
+        if not zipfile.is_zipfile(path):
+            why = "truncated, or not a checkpoint at all"
+        else:
+            try:
+                doc = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            except Exception as e:  # noqa: BLE001 - torch raises many types for damaged or foreign files
+                why = f"unreadable: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            else:
+                if not isinstance(doc, dict) or not {"pytorch-lightning_version", "loops"} <= set(doc):
+                    why = "not a Lightning training checkpoint"
+        if why is not None:
+            raise ResumeError(
+                f"{path}: cannot resume this stage from it ({why}); delete it to train the stage again from its "
+                "start (finished stages are kept), or run with --overwrite to start the whole run over"
+            )
+
     def fit(self, trainer: L.Trainer, module: L.LightningModule, datamodule: L.LightningDataModule) -> bool:
         """``trainer.fit``, resuming when possible.
 
@@ -184,8 +217,10 @@ class CrashResume:
             Whether the fit resumed from ``last.ckpt``.
 
         Raises:
+            ResumeError: ``last.ckpt`` is truncated or foreign (named).
             TrainingInterrupted: The fit was interrupted (Lightning swallows Ctrl-C and returns).
         """
+        self.check()
         ckpt = self.ckpt_path
         trainer.fit(module, datamodule=datamodule, ckpt_path=str(ckpt) if ckpt else None)
         if trainer.interrupted:
