@@ -119,3 +119,47 @@ def test_summary_table_shows_regression_metrics():
     for label in ("PCC", "CCC", "MAE", "UAR", "WAR"):
         assert label in text
     assert "0.4000" in text or "0.400" in text
+
+
+def test_an_absent_accelerator_is_a_one_line_error(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    config = tmp_path / "c.yaml"
+    config.write_text(f"data: {{manifest: {tmp_path / 'm.jsonl'}}}\n")
+    res = runner.invoke(app, ["train", str(config), "--out", str(tmp_path / "run"), "--accelerator", "gpu"])
+    assert res.exit_code == 2 and "Traceback" not in res.output and not (tmp_path / "run").exists()
+    assert "trainer.accelerator=gpu, but this machine has no usable GPU" in res.output.replace("\n", " ")
+    assert "--accelerator cpu" in res.output
+
+
+@pytest.mark.parametrize(
+    ("stop", "code", "said"),
+    [
+        ("sigterm", 143, "stopped: training stopped by SIGTERM; run the same command again to resume"),
+        ("ctrl-c", 130, "stopped by Ctrl-C (SIGINT); run the same command again to resume"),
+        ("in-fit", 143, "stopped: training stopped by SIGTERM in RUN/f/seed0/train"),
+    ],
+)
+def test_signals_end_train_with_a_message_and_the_signal_exit_code(tmp_path, monkeypatch, stop, code, said):
+    import os
+    import signal
+
+    import emofuse.training
+    from emofuse.training import TrainingInterrupted
+
+    def interrupted(*args, **kwargs):
+        if stop == "sigterm":  # outside a fit (feature extraction, between runs)
+            os.kill(os.getpid(), signal.SIGTERM)
+        elif stop == "ctrl-c":
+            raise KeyboardInterrupt
+        raise TrainingInterrupted("training stopped by SIGTERM in RUN/f/seed0/train; ...", "SIGTERM")
+
+    monkeypatch.setattr(emofuse.training, "run_experiment", interrupted)
+    before = signal.getsignal(signal.SIGTERM)
+    config = tmp_path / "c.yaml"
+    config.write_text(f"data: {{manifest: {tmp_path / 'm.jsonl'}}}\n")
+    res = runner.invoke(app, ["train", str(config), "--out", str(tmp_path / "run")])
+    assert res.exit_code == code and said in res.output.replace("\n", " ") and "Traceback" not in res.output
+    assert signal.getsignal(signal.SIGTERM) is before  # the CLI's handler is only there while it trains

@@ -106,3 +106,22 @@ def test_find_config_walks_up(tmp_path):
     assert find_config(ckpt) is None
     run.config_file.write_text("name: x\n", encoding="utf-8")
     assert find_config(ckpt) == run.config_file
+
+
+def test_a_failed_start_can_be_restarted_with_another_config(tmp_path, caplog):
+    from emofuse.config import load_config
+    from emofuse.runs import RunDirError, claim_run_dir
+
+    out = tmp_path / "run"
+    first, second = load_config(None, ["optim.lr=0.1"]), load_config(None, ["optim.lr=0.2"])
+    claim_run_dir(first, out, overwrite=False)  # then the start failed: a run folder with only its env.json
+    (out / "fold1" / "seed0").mkdir(parents=True)
+    (out / "fold1" / "seed0" / "env.json").write_text("{}")
+    claim_run_dir(second, out, overwrite=False)
+    assert "nothing was trained there yet, so its config is replaced (optim.lr: 0.1 → 0.2)" in caplog.text
+    assert RunDir(out).config().optim.lr == 0.2 and not (out / "fold1" / "seed0").exists()
+    (out / "fold1" / "seed0" / "train").mkdir(parents=True)  # an interrupted stage: its checkpoint is kept
+    (out / "fold1" / "seed0" / "train" / "last.ckpt").write_bytes(b"x")
+    with pytest.raises(RunDirError, match=r"(?s)holds runs of a different config.*optim\.lr: 0\.2 → 0\.1"):
+        claim_run_dir(first, out, overwrite=False)
+    assert (out / "fold1" / "seed0" / "train" / "last.ckpt").is_file()

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +38,56 @@ def _summary_table(doc: dict[str, Any], title: str) -> Table:
     return t
 
 
+@contextlib.contextmanager
+def _stop_cleanly() -> Iterator[None]:
+    """Ctrl-C and SIGTERM end ``emofuse train`` with one line saying how to resume, and the signal's exit code.
+
+    Inside a fit Lightning's own SIGTERM handler stops at the next step (the stage keeps its last finished epoch);
+    outside (feature extraction, between runs) SIGTERM stops like Ctrl-C. Finished work is always kept.
+    """
+    from emofuse.training import TrainingInterrupted
+
+    def on_sigterm(signum: int, frame: Any) -> None:
+        if signal.getsignal(signal.SIGTERM) is on_sigterm:  # else Lightning's handler is in charge (it calls us too)
+            raise TrainingInterrupted("training stopped by SIGTERM; run the same command again to resume", "SIGTERM")
+
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, on_sigterm) if main else None
+    try:
+        yield
+    except KeyboardInterrupt:
+        err_console.print("stopped by Ctrl-C (SIGINT); run the same command again to resume", highlight=False)
+        raise typer.Exit(code=130) from None
+    except TrainingInterrupted as e:
+        err_console.print(f"stopped: {e}", markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(code=e.exit_code) from None
+    finally:
+        if main:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def check_accelerator(cfg: Any) -> None:
+    """Refuse, in one line, an accelerator this machine does not have (``trainer.accelerator`` or a stage's).
+
+    Raises:
+        ValueError: ``gpu`` / ``cuda`` without a visible CUDA device, or ``mps`` without Apple's MPS.
+    """
+    import torch
+
+    wanted = {cfg.trainer.accelerator, *(s.trainer.get("accelerator") for s in cfg.stages)} - {None, "auto", "cpu"}
+    for name in sorted(map(str, wanted)):
+        if name in ("gpu", "cuda") and not torch.cuda.is_available():
+            build = (
+                "a CPU-only build" if torch.version.cuda is None else f"CUDA {torch.version.cuda}, no device visible"
+            )
+            raise ValueError(
+                f"trainer.accelerator={name}, but this machine has no usable GPU (torch {torch.__version__}: {build}); "
+                "use --accelerator cpu (or auto)"
+            )
+        if name == "mps" and not torch.backends.mps.is_available():
+            raise ValueError("trainer.accelerator=mps, but Apple's MPS is not available here; use --accelerator cpu")
+
+
 @handle_errors
 def train(
     config: Path = typer.Argument(..., help="Experiment YAML (overrides of the defaults; see configs/)."),
@@ -63,7 +117,9 @@ def train(
         if value is not None:
             overrides.append(f"trainer.{key}={value}")
     cfg: ExperimentConfig = load_config(config, overrides)
-    doc = run_experiment(cfg, out, overrides, overwrite=overwrite, progress=not (quiet or json_out))
+    check_accelerator(cfg)
+    with _stop_cleanly():
+        doc = run_experiment(cfg, out, overrides, overwrite=overwrite, progress=not (quiet or json_out))
     if doc is None:  # a non-zero DDP rank: rank 0 reports
         return
     if json_out:

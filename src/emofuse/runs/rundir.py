@@ -31,6 +31,7 @@ Example:
 from __future__ import annotations
 
 import json
+import logging
 import math
 import shutil
 import time
@@ -41,6 +42,8 @@ from typing import Any
 from emofuse.config import ConfigError, dump_config, load_config
 from emofuse.config.schema import ExperimentConfig
 from emofuse.utils.io import atomic_write_json
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "RUNTIME_KEYS",
@@ -381,12 +384,17 @@ def claim_run_dir(cfg: ExperimentConfig, out_dir: Path, overwrite: bool) -> None
             diffs = config_differences(old, cfg)
         except ConfigError as e:
             diffs = [f"(the stored config no longer loads: {e})"]
-        if diffs and not overwrite:
+        if diffs and not overwrite and _holds_training(out_dir):
             shown = "\n  ".join(diffs[:20]) + ("\n  ..." if len(diffs) > 20 else "")
             raise RunDirError(
                 f"{out_dir} holds runs of a different config; differing keys:\n  {shown}\n"
                 "use --overwrite to replace them, or choose another --out"
             )
+        if diffs and not overwrite:  # a failed start (nothing trained yet): the new config takes the folder
+            shown = "; ".join(diffs[:5]) + ("; ..." if len(diffs) > 5 else "")
+            logger.warning("%s: nothing was trained there yet, so its config is replaced (%s)", out_dir, shown)
+            for run in RunDir(out_dir).runs():
+                shutil.rmtree(run.path)
         if overwrite:
             shutil.rmtree(out_dir)
     elif out_dir.is_dir() and any(out_dir.iterdir()):
@@ -394,6 +402,12 @@ def claim_run_dir(cfg: ExperimentConfig, out_dir: Path, overwrite: bool) -> None
             f"{out_dir} is not empty and is not an emofuse run folder (no {CONFIG}); choose another --out"
         )
     dump_config(cfg, cfg_file)
+
+
+def _holds_training(out_dir: Path) -> bool:
+    """Whether any run in ``out_dir`` finished a stage or saved a checkpoint (work ``--overwrite`` would lose)."""
+    patterns = (f"*/seed*/**/{DONE}", "*/seed*/**/*.ckpt", "*/seed*/**/*.safetensors")
+    return any(p.is_file() for pattern in patterns for p in out_dir.glob(pattern))
 
 
 def find_config(checkpoint: Path, levels: int = 2) -> Path | None:

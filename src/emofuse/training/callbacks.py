@@ -18,6 +18,8 @@ import csv
 import io
 import math
 import os
+import signal
+import threading
 import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -26,6 +28,7 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Checkpoint, EarlyStopping, RichProgressBar
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from emofuse.models.base import EmotionModel
 from emofuse.models.checkpoint import save_checkpoint
@@ -53,7 +56,21 @@ class ResumeError(ValueError):
 
 
 class TrainingInterrupted(RuntimeError):
-    """Training stopped before it finished (Ctrl-C or a signal); ``last.ckpt`` lets it resume."""
+    """Training stopped before it finished (Ctrl-C or a signal); ``last.ckpt`` lets it resume.
+
+    Args:
+        message: What stopped where, and how to resume.
+        signal_name: ``SIGINT`` or ``SIGTERM`` (``None``: unknown).
+    """
+
+    def __init__(self, message: str, signal_name: str | None = None) -> None:
+        super().__init__(message)
+        self.signal_name = signal_name
+
+    @property
+    def exit_code(self) -> int:
+        """The shell's code for the signal: 130 for SIGINT, 143 for SIGTERM (1 otherwise)."""
+        return {"SIGINT": 130, "SIGTERM": 143}.get(self.signal_name or "", 1)
 
 
 def task_model(task: Any) -> EmotionModel:
@@ -222,10 +239,23 @@ class CrashResume:
         """
         self.check()
         ckpt = self.ckpt_path
-        trainer.fit(module, datamodule=datamodule, ckpt_path=str(ckpt) if ckpt else None)
+        try:
+            trainer.fit(module, datamodule=datamodule, ckpt_path=str(ckpt) if ckpt else None)
+        except SystemExit as e:  # Lightning ends Ctrl-C with sys.exit(1) and SIGTERM with SIGTERMException
+            if not trainer.interrupted:
+                raise
+            name = "SIGTERM" if isinstance(e, SIGTERMException) else "SIGINT"
+            if name == "SIGINT" and threading.current_thread() is threading.main_thread():
+                signal.signal(signal.SIGINT, signal.default_int_handler)  # Lightning ignores further Ctrl-C
+            raise TrainingInterrupted(self._stopped(name), name) from None
         if trainer.interrupted:
-            raise TrainingInterrupted(f"training in {self.dirpath} was interrupted; run again to resume")
+            raise TrainingInterrupted(self._stopped(None))
         return ckpt is not None
+
+    def _stopped(self, name: str | None) -> str:
+        saved = "its last finished epoch is saved" if self.ckpt_path else "no epoch had finished"
+        by = {"SIGINT": "Ctrl-C (SIGINT)", "SIGTERM": "SIGTERM"}.get(name or "", "an interruption")
+        return f"training stopped by {by} in {self.dirpath}; {saved}: run the same command again to resume"
 
 
 def early_stopping(monitor: str, patience: int | None, mode: str = "auto") -> EarlyStopping | None:
