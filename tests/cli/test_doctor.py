@@ -49,3 +49,19 @@ def test_doctor_table_lists_encoders():
     result = CliRunner().invoke(app, ["doctor"])
     assert result.exit_code == 0, result.output
     assert "encoders" in result.stdout and "tiny-wav2vec2" in result.stdout
+
+
+def test_doctor_marks_stand_ins():
+    from emofuse.encoders import resolve_encoder
+
+    if resolve_encoder("bert-base-uncased", allow_random=True).packaged != "minilm-l6":
+        pytest.skip("bert-base-uncased does not resolve to the packaged MiniLM stand-in here")
+    result = CliRunner().invoke(app, ["doctor", "--json"])
+    encoders = json.loads(result.stdout)["encoders"]
+    assert encoders["bert-base-uncased"]["stand_in"] is True  # MiniLM-L6 runs in place of BERT-base
+    assert encoders["all-MiniLM-L6-v2"]["stand_in"] is False  # the packaged weights are this very model
+    assert encoders["whisper-tiny.en-mean"]["stand_in"] is True  # stands in for OpenL3 whatever runs
+    assert encoders["mfcc"]["stand_in"] is False
+    table = CliRunner().invoke(app, ["doctor"], terminal_width=200).output
+    row = next(line for line in table.splitlines() if "bert-base-uncased" in line)
+    assert "STAND-IN" in row and "STAND-IN" not in next(ln for ln in table.splitlines() if "all-MiniLM-L6-v2" in ln)

@@ -62,21 +62,22 @@ def environment_report() -> dict[str, Any]:
     }
 
 
-def encoder_report() -> dict[str, dict[str, str]]:
+def encoder_report() -> dict[str, dict[str, Any]]:
     """How each registered encoder resolves on this machine, offline, without building any model.
 
     Returns:
-        ``{name: {"modality", "resolved", "source"}}``; ``resolved`` is ``local``, ``hf-cache``, ``packaged``,
-        ``random`` or ``handcrafted``, or ``error`` (then ``source`` holds the message).
+        ``{name: {"modality", "resolved", "source", "stand_in"}}``; ``resolved`` is ``local``, ``hf-cache``,
+        ``packaged``, ``random`` or ``handcrafted``, or ``error`` (then ``source`` holds the message);
+        ``stand_in`` is True when another model runs in place of the named one.
     """
     from emofuse.encoders import get_encoder_spec, list_encoders, resolve_encoder
 
-    report: dict[str, dict[str, str]] = {}
+    report: dict[str, dict[str, Any]] = {}
     for name in list_encoders():
         modality = get_encoder_spec(name).modality
         try:
             r = resolve_encoder(name, allow_random=True)
-            report[name] = {"modality": modality, "resolved": r.resolved, "source": r.source}
+            report[name] = {"modality": modality, "resolved": r.resolved, "source": r.source, "stand_in": r.stand_in}
         except Exception as e:  # noqa: BLE001 - one broken provider must not hide the others
             report[name] = {"modality": modality, "resolved": "error", "source": f"{type(e).__name__}: {e}"}
     return report
@@ -119,7 +120,8 @@ def doctor(json_out: bool = typer.Option(False, "--json", help="Print a JSON rep
         enc.add_column(col)
     for name, info in rep["encoders"].items():
         style = _RESOLVED_STYLE.get(info["resolved"], "white")
-        enc.add_row(name, info["modality"], f"[{style}]{info['resolved']}[/]", info["source"])
+        mark = " [bold yellow]STAND-IN[/]" if info.get("stand_in") else ""
+        enc.add_row(name, info["modality"], f"[{style}]{info['resolved']}[/]{mark}", info["source"])
     console.print(enc)
     if "encoders_error" in rep:
         console.print(f"[red]encoders unavailable:[/] {rep['encoders_error']}")

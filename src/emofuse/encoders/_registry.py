@@ -54,12 +54,15 @@ class Resolution:
         source: Human-readable source (a path, a package, or ``config``).
         path: Folder (or file) holding the weights, when there is one.
         packaged: Name of the packaged stand-in used, for ``packaged``.
+        stand_in: The weights (or features) that run are another model standing in for the named one
+            (STAND-IN in ``emofuse doctor``, the runs and the reports).
     """
 
     resolved: Resolved
     source: str
     path: Path | None = None
     packaged: str | None = None
+    stand_in: bool = False
 
 
 @dataclass(frozen=True)
@@ -77,6 +80,8 @@ class EncoderSpec:
         defaults: Default keyword arguments for the builder (e.g. a tiny config for tests).
         test_only: A tiny random-by-design encoder for tests: resolves to ``random`` without
             ``allow_random`` and without the random-init warning.
+        native: The packaged providers that *are* this model (any other packaged provider is a stand-in).
+        always_stand_in: The encoder's features stand in for a paper's, whatever weights run.
     """
 
     name: str
@@ -88,6 +93,8 @@ class EncoderSpec:
     description: str = ""
     defaults: dict[str, Any] = field(default_factory=dict)
     test_only: bool = False
+    native: tuple[str, ...] = ()
+    always_stand_in: bool = False
 
 
 _ENCODERS: dict[str, EncoderSpec] = {}
@@ -198,14 +205,15 @@ def resolve_encoder(name: str, weights_dir: str | Path | None = None, allow_rand
         return Resolution("random", "tiny test config, random by design")
     for p in _models_dir_candidates(name):
         if p.exists():
-            return Resolution("local", str(p), p)
+            return Resolution("local", str(p), p, stand_in=spec.always_stand_in)
     cached = _hf_cache_dir(spec.hf_id or name)
     if cached is not None:
-        return Resolution("hf-cache", str(cached), cached)
+        return Resolution("hf-cache", str(cached), cached, stand_in=spec.always_stand_in)
     for pkg in spec.packaged:
         path = locate_packaged(pkg)
         if path is not None:
-            return Resolution("packaged", f"{pkg} ({path})", path, packaged=pkg)
+            stand_in = spec.always_stand_in or pkg not in spec.native
+            return Resolution("packaged", f"{pkg} ({path})", path, packaged=pkg, stand_in=stand_in)
     if allow_random:
         return Resolution("random", "random init from the architecture config")
     tried = ", ".join(spec.packaged) if spec.packaged else "none for this encoder"

@@ -389,6 +389,7 @@ def _register() -> None:
                 hf_id=arch.hf_id,
                 description=_describe(name, arch),
                 test_only=arch.tiny,
+                native=(arch.native,) if arch.native else (),
             )
         )
 

@@ -232,5 +232,6 @@ for _name, _comp in _COMPOSITES.items():
             hf_id=_comp.hf_id,
             description=_comp.description,
             test_only=_comp.test_only,
+            always_stand_in=_comp.stand_in,
         )
     )

@@ -431,5 +431,6 @@ for _name, _arch in _ARCHS.items():
             hf_id=None if _arch.tiny else _name,
             description=_describe(_name, _arch),
             test_only=_arch.tiny,
+            native=_arch.packaged,  # the packaged CTranslate2 folders are these very models
         )
     )
