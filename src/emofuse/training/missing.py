@@ -45,6 +45,7 @@ __all__ = [
     "all_conditions",
     "compare_missing",
     "evaluate_missing",
+    "knn_refusal",
     "missing_markdown",
     "supports_latent_imputation",
 ]
@@ -94,6 +95,30 @@ def _present(batch: dict[str, Any], modality: str) -> Tensor:
     p = mask.bool().any(1) if mask is not None else torch.ones(feats[modality].shape[0], dtype=torch.bool)
     given = (batch.get("present") or {}).get(modality)
     return p & given.bool() if given is not None else p
+
+
+def knn_refusal(cfg: ExperimentConfig, model: EmotionModel) -> str | None:
+    """Why ``--drop-mode knn`` cannot score this run (``None``: it can).
+
+    KNN imputes vectors: the model's fusion-input vectors (:func:`supports_latent_imputation`) or the time
+    averages of frozen feature inputs (``encoders.inputs: features``, ``encoders.files``). A modality the model
+    reads raw (CMD's waveform and word pieces) has no vector to impute.
+    """
+    if supports_latent_imputation(model):
+        return None
+    raw = [
+        m
+        for m in model.modalities
+        if m in ("audio", "text") and cfg.encoders.inputs == "raw" and m not in cfg.encoders.files
+    ]
+    if not raw:
+        return None
+    return (
+        f"--drop-mode knn imputes feature vectors, but model {model.model_name!r} reads raw {' and '.join(raw)} "
+        "(encoders.inputs: raw), which has none to impute; KNN works for frozen-feature models (encoders.inputs: "
+        "features or encoders.files: MulT, tri_fusion, CM-RoBERTa, SEW, probes); score this run with --drop-mode "
+        "zero or absent"
+    )
 
 
 def _data_modalities(model: EmotionModel, batch: dict[str, Any]) -> list[str]:
@@ -220,7 +245,8 @@ def evaluate_missing(
 
     Raises:
         FileNotFoundError: ``run_dir`` has no ``config.yaml`` or no finished runs.
-        ValueError: Bad mode, an unknown modality in a condition, or a condition that drops every modality.
+        ValueError: Bad mode, an unknown modality in a condition, a condition that drops every modality, or
+            ``knn`` for a model that reads raw inputs (:func:`knn_refusal`).
     """
     if mode not in MISSING_MODES:
         raise ValueError(f"missing-modality mode must be one of {MISSING_MODES}, got {mode!r}")
@@ -249,6 +275,9 @@ def evaluate_missing(
     for fold_name, seed, ckpt in runs:
         model, _ = load_checkpoint(ckpt)
         modalities = list(model.modalities)
+        refusal = knn_refusal(cfg, model) if mode == "knn" else None
+        if refusal is not None:
+            raise ValueError(f"{run_dir}: {refusal}")
         conds = [tuple(c) for c in conditions] if conditions is not None else all_conditions(modalities)
         for c in conds:
             bad = [m for m in c if m not in modalities]
