@@ -9,14 +9,24 @@ assumed." Per setting (``--setting``, repeatable; default ``paper`` then ``packa
   (audio ≈ 4.70 M, text ≈ 23.94 M parameters, §2.3 / §2.8);
 * ``packaged``: the packaged teachers with their real weights, ``openai/whisper-tiny.en`` + ``all-MiniLM-L6-v2``,
   and the CMD student built on their input embeddings;
-* ``tiny``: ``tiny-wav2vec2`` + ``tiny-bert`` (test-size, for the smoke test).
+* ``tiny``: ``tiny-wav2vec2`` + ``tiny-bert`` (test-size, for the smoke test);
+* ``run`` (with ``--run PATH``, and the default then): a **trained** student, e.g. the audio student of a recipe
+  (``cmd_student_audio``), read from a checkpoint, a seed run folder or a whole ``RUN_DIR`` (the run whose final
+  stage scored best on validation, :func:`emofuse.runs.resolve_checkpoint`), against the teacher path it replaces:
+  its teacher(s) with the weights it was distilled from (Whisper tiny.en encoder) plus a linear probe head
+  (mean + std pooling, one linear layer, as ``configs/evidence/ravdess-probe.yaml``; random weights, speed does
+  not depend on them).
 
 What is compared, for the same ``--n`` utterances (waveform + transcript):
 
 * **teacher pair**: the audio teacher's and the text teacher's ``preprocess`` + forward (what inference with the
   frozen teachers costs; a classifier on top of them would add next to nothing);
 * **student**: the same two ``preprocess`` calls (the student consumes the teachers' preprocess dicts) + the full
-  CMD student forward (both branches, cross/self blocks, classifier) to fused probabilities.
+  CMD student forward (both branches, cross/self blocks, classifier) to fused probabilities;
+* **input embedding**: the student's copied teacher embeddings alone (Whisper's two-conv front-end, BERT's word
+  embeddings) on the same preprocessed clip, timed in the same interleaved loop, to say whether they dominate the
+  student's time: ``time_shares`` in the JSON (median over clips of preprocessing / embedding share of the batch-1
+  latency, and the embedding's share of the forward pass), printed under the table with what to do about it.
 
 Measurements (all under ``torch.inference_mode()`` with ``torch.set_num_threads(--threads)``):
 
@@ -51,6 +61,7 @@ Usage::
     python benchmarks/student_vs_teacher.py --n 16 --json
     python benchmarks/student_vs_teacher.py --setting packaged --threads 1 --out student.json
     python benchmarks/student_vs_teacher.py --manifest data/iemocap.jsonl --n 64
+    python benchmarks/student_vs_teacher.py --run runs/ravdess-wav-distill --manifest data/ravdess.jsonl --n 32
 """
 
 from __future__ import annotations
@@ -215,54 +226,114 @@ def _threads(n: int) -> None:
         torch.nn.functional.layer_norm(x @ torch.randn(400, 16), (16,))
 
 
-def _preprocessors(setting: dict[str, Any], drop_weights: bool) -> tuple[Any, Any]:
+def _preprocessors(setting: dict[str, Any], drop_weights: bool, modalities: tuple[str, ...]) -> dict[str, Any]:
     """The teacher encoders (their ``preprocess`` is shared by both models); weights dropped if unneeded."""
     from emofuse.models.cmd_student import build_teacher
 
-    encs = []
-    for m in ("audio", "text"):
+    encs = {}
+    for m in modalities:
         enc = build_teacher(setting[m], setting["weights"], setting["allow_random"], fast=drop_weights)
         if enc.modality != m:
             raise ValueError(f"{setting[m]!r} is not an {m} encoder")
-        encs.append(enc.to("meta") if drop_weights else enc)  # preprocess uses tokenizers/feature extractors only
-    return encs[0], encs[1]
+        encs[m] = enc.to("meta") if drop_weights else enc  # preprocess uses tokenizers/feature extractors only
+    return encs
 
 
 def _student(setting: dict[str, Any]) -> Any:
-    from emofuse.models import create_model
+    """The paper-style CMD student of a setting, or the trained student of ``--run`` (its checkpoint)."""
+    if "checkpoint" in setting:
+        from emofuse.models.checkpoint import load_checkpoint
 
-    model = create_model(
-        "cmd_student",
-        audio_teacher=setting["audio"],
-        text_teacher=setting["text"],
-        teacher_weights=setting["weights"],
-        allow_random=setting["allow_random"],
-    )
+        model, _ = load_checkpoint(setting["checkpoint"])
+    else:
+        from emofuse.models import create_model
+
+        model = create_model(
+            "cmd_student",
+            audio_teacher=setting["audio"],
+            text_teacher=setting["text"],
+            teacher_weights=setting["weights"],
+            allow_random=setting["allow_random"],
+        )
     return model.eval().requires_grad_(False)
 
 
+def run_setting_of(path: Path) -> dict[str, Any]:
+    """The ``run`` setting of a trained CMD student: a checkpoint, a seed run folder or a whole ``RUN_DIR``.
+
+    The teacher path it is compared with is what the student replaces: each of its modalities' teacher (the encoder
+    whose input embedding it copied, with the weights it was distilled from) plus a linear probe head on its
+    mean + std pooled states (:class:`~emofuse.models.probe.LinearProbe`; random weights: speed does not depend on
+    them), the probabilities averaged over modalities.
+    """
+    from emofuse.models.checkpoint import read_checkpoint_meta
+    from emofuse.runs import resolve_checkpoint
+
+    ckpt, why = resolve_checkpoint(path)
+    cfg = read_checkpoint_meta(ckpt).get("model_config") or {}
+    mods = tuple(
+        m for m in ("audio", "text") if cfg.get(f"{m}_teacher") and m in cfg.get("modalities", ("audio", "text"))
+    )
+    if not mods:
+        raise SystemExit(f"{ckpt}: not a CMD student checkpoint (its model config names no teacher)")
+    return {
+        **{m: cfg[f"{m}_teacher"] for m in mods},
+        "modalities": mods,
+        "weights": cfg.get("teacher_weights", "auto"),
+        "allow_random": bool(cfg.get("allow_random", False)),
+        "checkpoint": str(ckpt),
+        "num_classes": int(cfg.get("num_classes", 4)),
+        "about": f"trained student {ckpt} ({why}) vs its teacher(s) + a linear probe head",
+    }
+
+
 class _Pair:
-    """Preprocess once with the teacher encoders, then run either the teacher pair or the student."""
+    """Preprocess once with the teacher encoders, then run the teacher path, the student or its input embedding."""
 
-    def __init__(self, audio_enc: Any, text_enc: Any, student: Any = None) -> None:
-        self.audio_enc, self.text_enc, self.student = audio_enc, text_enc, student
+    def __init__(self, encoders: dict[str, Any], student: Any = None, probes: dict[str, Any] | None = None) -> None:
+        self.encoders, self.student, self.probes = encoders, student, probes or {}
 
-    def preprocess(self, wavs: list[np.ndarray], texts: list[str]) -> tuple[dict, dict]:
-        return self.audio_enc.preprocess(wavs), self.text_enc.preprocess(texts)
+    def preprocess(self, wavs: list[np.ndarray], texts: list[str]) -> dict[str, dict]:
+        return {m: enc.preprocess(wavs if m == "audio" else texts) for m, enc in self.encoders.items()}
 
-    def teacher(self, a: dict, t: dict) -> Any:
-        return self.audio_enc(**a).hidden, self.text_enc(**t).hidden
+    def teacher(self, inputs: dict[str, dict]) -> Any:
+        outs = {m: enc(**inputs[m]) for m, enc in self.encoders.items()}
+        if not self.probes:
+            return [o.hidden for o in outs.values()]
+        probs = [p({"features": {m: outs[m].hidden, f"{m}_mask": outs[m].mask}}).probs for m, p in self.probes.items()]
+        return sum(probs) / len(probs)
 
-    def run_student(self, a: dict, t: dict) -> Any:
-        return self.student({"audio": a, "text": t}).probs
+    def run_student(self, inputs: dict[str, dict]) -> Any:
+        return self.student(inputs).probs
+
+    def embedding(self, inputs: dict[str, dict]) -> Any:
+        """The student's copied input embeddings only (Whisper's conv front-end, BERT's word embeddings)."""
+        return [self.student.branch(m).embedding(inputs[m]) for m in self.student.modalities]
 
     def step(self, role: str, wavs: list[np.ndarray], texts: list[str]) -> tuple[float, float]:
         """Seconds for preprocessing and for preprocessing + forward of one batch."""
         t0 = time.perf_counter()
-        a, t = self.preprocess(wavs, texts)
+        inputs = self.preprocess(wavs, texts)
         t1 = time.perf_counter()
-        (self.teacher if role == "teacher" else self.run_student)(a, t)
+        {"teacher": self.teacher, "student": self.run_student, "embedding": self.embedding}[role](inputs)
         return t1 - t0, time.perf_counter() - t0
+
+
+def _build(setting: dict[str, Any], role: str, drop_weights: bool = False) -> tuple[_Pair, list[Any]]:
+    """The pair for ``role`` (``teacher``, ``student`` or ``both``) and the modules whose memory it holds."""
+    mods = tuple(setting.get("modalities", ("audio", "text")))
+    student = _student(setting) if role != "teacher" else None
+    encoders = _preprocessors(setting, drop_weights and role == "student", mods)
+    probes = {}
+    if "checkpoint" in setting and role != "student":
+        from emofuse.models.probe import LinearProbe
+
+        for m, enc in encoders.items():
+            probes[m] = LinearProbe(
+                modality=m, input_dim=int(enc.output_dim), num_classes=setting["num_classes"]
+            ).eval()
+    held = [*encoders.values(), *probes.values()] if role == "teacher" else [student]
+    return _Pair(encoders, student, probes), held
 
 
 def _batches(n: int, size: int) -> list[slice]:
@@ -292,19 +363,19 @@ def time_worker(setting_name: str, clips: Path, threads: int, batch_size: int, r
     t0 = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # random-init warnings: intended for the paper setting
-        audio_enc, text_enc = _preprocessors(setting, drop_weights=False)
-        student = _student(setting)
+        pair, _ = _build(setting, "both")
+    student, encoders = pair.student, pair.encoders
     build_s = time.perf_counter() - t0
-    pair = _Pair(audio_enc, text_enc, student)
     roles = ("teacher", "student")
-    lat = {r: np.full((rounds, n), np.inf) for r in roles}
-    pre = {r: np.full((rounds, n), np.inf) for r in roles}
+    timed = (*roles, "embedding")  # the student's copied input embedding alone, on the same preprocessed input
+    lat = {r: np.full((rounds, n), np.inf) for r in timed}
+    pre = {r: np.full((rounds, n), np.inf) for r in timed}
     bat = {r: np.full((rounds, len(_batches(n, batch_size))), np.inf) for r in roles}
     with torch.inference_mode():
-        _warm(pair, roles, wavs, texts, batch_size, warmup)
+        _warm(pair, timed, wavs, texts, batch_size, warmup)
         for k in range(rounds):
             for i in range(n):
-                for role in roles if (i + k) % 2 == 0 else roles[::-1]:
+                for role in timed if (i + k) % 2 == 0 else timed[::-1]:
                     pre[role][k, i], lat[role][k, i] = pair.step(role, wavs[i : i + 1], texts[i : i + 1])
             for j, sl in enumerate(_batches(n, batch_size)):
                 for role in roles if (j + k) % 2 == 0 else roles[::-1]:
@@ -326,12 +397,11 @@ def time_worker(setting_name: str, clips: Path, threads: int, batch_size: int, r
             "utt_per_s_bs1": round(n / float(best.sum()), 2),
             "x_realtime": round(audio_s / batch_s, 1),
         }
+    out["student"]["time_shares"] = _shares(pre["student"], lat["student"], lat["embedding"] - pre["embedding"])
     bp = student.branch_parameters()
-    out["teacher"]["parameters"] = {
-        "audio": _params(audio_enc),
-        "text": _params(text_enc),
-        "total": _params(audio_enc) + _params(text_enc),
-    }
+    tp = {m: _params(e) for m, e in encoders.items()}
+    tp.update({"probe": sum(_params(p) for p in pair.probes.values())} if pair.probes else {})
+    out["teacher"]["parameters"] = {**tp, "total": sum(tp.values())}
     out["student"]["parameters"] = {**bp, "total": sum(bp.values())}
     return {
         "status": "ok",
@@ -339,10 +409,30 @@ def time_worker(setting_name: str, clips: Path, threads: int, batch_size: int, r
         "build_s": round(build_s, 2),
         "threads": torch.get_num_threads(),
         "provenance": {
-            "teacher": {m: e.provenance.to_dict() for m, e in (("audio", audio_enc), ("text", text_enc))},
+            "teacher": {m: e.provenance.to_dict() for m, e in encoders.items()},
             "student_embeddings": student.teacher_provenance,
         },
-        "architecture": {"audio": audio_enc.provenance.architecture, "text": text_enc.provenance.architecture},
+        "architecture": {m: e.provenance.architecture for m, e in encoders.items()},
+    }
+
+
+def _shares(pre: np.ndarray, total: np.ndarray, embed: np.ndarray) -> dict[str, float]:
+    """Where the student's batch-1 time goes: preprocessing, the copied input embedding, the rest (medians).
+
+    Args:
+        pre: Preprocessing seconds ``(rounds, n)`` of the student's timed calls.
+        total: Preprocessing + forward seconds ``(rounds, n)``.
+        embed: Input-embedding seconds ``(rounds, n)`` (its own calls, preprocessing subtracted).
+    """
+    best_total, best_pre, best_emb = total.min(axis=0), pre.min(axis=0), embed.min(axis=0)  # (n,) each
+    forward = np.maximum(best_total - best_pre, 1e-9)
+    return {
+        "preprocess_ms": round(1e3 * float(np.median(best_pre)), 3),
+        "embedding_ms": round(1e3 * float(np.median(best_emb)), 3),
+        "forward_ms": round(1e3 * float(np.median(forward)), 3),
+        "preprocess_share": round(float(np.median(best_pre / best_total)), 3),
+        "embedding_share": round(float(np.median(np.minimum(best_emb, forward) / best_total)), 3),
+        "embedding_share_of_forward": round(float(np.median(np.minimum(best_emb / forward, 1.0))), 3),
     }
 
 
@@ -366,11 +456,7 @@ def memory_worker(setting_name: str, role: str, clips: Path, threads: int, batch
     def build() -> tuple[_Pair, list[Any]]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            if role == "teacher":
-                pair = _Pair(*_preprocessors(setting, drop_weights=False))
-                return pair, [pair.audio_enc, pair.text_enc]
-            student = _student(setting)  # builds (then drops) a full teacher per branch: a build-time peak
-            return _Pair(*_preprocessors(setting, drop_weights=True), student=student), [student]
+            return _build(setting, role, drop_weights=True)  # a student builds (then drops) full teachers: a peak
 
     # build once and throw it away, so that the lazy imports (transformers model modules), tokenizer and
     # backend caches are resident before the baseline: the growth below is this model's own
@@ -412,6 +498,8 @@ def _run_worker(kind: str, setting: str, clips: Path, args: argparse.Namespace, 
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", kind, "--setting", setting, "--clips", str(clips),
            "--threads", str(args.threads), "--batch-size", str(args.batch_size), "--rounds", str(args.rounds),
            "--warmup", str(args.warmup), "--role", role or "teacher"]  # fmt: skip
+    if setting == "run":
+        cmd += ["--run", str(args.run)]
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}  # keep the thread count honest
     if kind == "memory" and args.mmap_threshold:
         env["MALLOC_MMAP_THRESHOLD_"] = str(args.mmap_threshold)  # reproducible peaks (module docstring)
@@ -449,13 +537,15 @@ def _ratios(models: dict[str, Any]) -> dict[str, float | None]:
 def run_setting(name: str, clips: Path, args: argparse.Namespace, log: Any) -> dict:
     """Memory of each model (fresh subprocesses), then the interleaved timing run, then the ratios."""
     spec = SETTINGS[name]
-    result: dict[str, Any] = {"about": spec["about"], "audio_teacher": spec["audio"], "text_teacher": spec["text"],
-                              "teacher_weights": spec["weights"]}  # fmt: skip
+    result: dict[str, Any] = {"about": spec["about"], "audio_teacher": spec.get("audio"),
+                              "text_teacher": spec.get("text"), "teacher_weights": spec["weights"]}  # fmt: skip
+    if "checkpoint" in spec:
+        result["checkpoint"] = spec["checkpoint"]
     mem = {}
     for role in ("teacher", "student"):
         log(f"[{name}] peak memory of the {role} (fresh process) ...")
         mem[role] = _run_worker("memory", name, clips, args, role)
-    log(f"[{name}] timing teacher pair vs student, interleaved ...")
+    log(f"[{name}] timing teacher path vs student, interleaved ...")
     timing = _run_worker("time", name, clips, args)
     if timing.get("status") != "ok":
         result.update(status=timing.get("status", "error"), reason=timing.get("reason", ""))
@@ -531,7 +621,8 @@ def render_table(results: dict[str, Any], stderr: bool = False) -> None:
         for role in ("teacher", "student"):
             m = r["models"][role]
             p, mem = m["parameters"], m["memory"]
-            label = f"{r['audio_teacher']} + {r['text_teacher']}" if role == "teacher" else "CMD student"
+            teachers = " + ".join(t for t in (r["audio_teacher"], r["text_teacher"]) if t)
+            label = teachers + (" + probe" if "checkpoint" in r else "") if role == "teacher" else "CMD student"
             if mem.get("status") != "ok":
                 mem = {}
             t.add_row(
@@ -549,14 +640,42 @@ def render_table(results: dict[str, Any], stderr: bool = False) -> None:
     console = Console(stderr=stderr)
     width = max(console.width, 200)
     Console(stderr=stderr, width=width).print(t)
+    for name, r in results["settings"].items():
+        if r.get("status") == "ok":
+            note = embedding_note(name, r["models"]["student"]["time_shares"])
+            Console(stderr=stderr, width=width).print(note, markup=False, highlight=False)
+
+
+def embedding_note(name: str, shares: dict[str, float]) -> str:
+    """One paragraph: where the student's batch-1 time goes, and whether the copied input embedding dominates."""
+    emb, fwd = shares["embedding_share"], shares["embedding_share_of_forward"]
+    line = (
+        f"[{name}] student batch-1 time (median): preprocessing {shares['preprocess_ms']:.1f} ms "
+        f"({100 * shares['preprocess_share']:.0f} %), copied input embedding {shares['embedding_ms']:.1f} ms "
+        f"({100 * emb:.0f} % of the total, {100 * fwd:.0f} % of the forward pass), "
+        f"forward {shares['forward_ms']:.1f} ms"
+    )
+    if fwd >= 0.5:
+        line += (
+            ". The copied embedding dominates the forward pass: it runs at the teacher's width (Whisper tiny.en: "
+            "two 384-channel convolutions over 100 mel frames/s) before the student's conv reduces it to its own "
+            "width. To cut it: distil a narrower front-end (e.g. a strided conv straight from the log-mel to the "
+            "student's width) instead of copying the teacher's, or reduce the teacher width once with a fused "
+            "conv (the embedding and the student's reducing conv are both linear up to the GELU)"
+        )
+    elif shares["preprocess_share"] >= 0.5:
+        line += ". Preprocessing (the log-mel / tokenizer, shared with the teacher path) dominates, not the embedding"
+    return line
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--setting", action="append", choices=sorted(SETTINGS),
+    p.add_argument("--setting", action="append", choices=sorted([*SETTINGS, "run"]),
                    help="paper, packaged or tiny (repeatable; default: paper and packaged)")  # fmt: skip
     p.add_argument("--n", type=int, default=32, help="utterances (same clips and transcripts for every model)")
     p.add_argument("--manifest", type=Path, help="take the clips from this manifest instead of synthesising them")
+    p.add_argument("--run", type=Path, help="a trained CMD student (checkpoint, seed run folder or RUN_DIR): adds "
+                   "the setting 'run', that student vs its teacher(s) + a probe head")  # fmt: skip
     p.add_argument("--batch-size", type=int, default=8, help="batch size of the throughput measurement")
     p.add_argument("--threads", type=int, default=min(_usable_cpus(), 8), help="torch intra-op threads")
     p.add_argument("--rounds", type=int, default=3, help="timed rounds (best per utterance / batch is kept)")
@@ -580,6 +699,11 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Run the benchmark (or one worker); print the table and/or JSON and return the results dict."""
     args = _parser().parse_args(argv)
+    if args.run is not None:
+        args.run = args.run.resolve()
+        SETTINGS["run"] = run_setting_of(args.run)
+    elif "run" in (args.setting or []):
+        raise SystemExit("--setting run needs --run PATH (a trained CMD student)")
     if args.n < 1 or args.batch_size < 1 or args.rounds < 1 or args.threads < 1 or args.warmup < 0:
         raise SystemExit("--n, --batch-size, --rounds and --threads must be >= 1, --warmup >= 0")
     if args.worker:
@@ -592,7 +716,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         return res
 
     start = time.perf_counter()
-    settings = list(dict.fromkeys(args.setting or DEFAULT_SETTINGS))
+    settings = list(args.setting or ([] if args.run is not None else DEFAULT_SETTINGS))
+    settings = list(dict.fromkeys(settings + (["run"] if args.run is not None else [])))
     log = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
     with tempfile.TemporaryDirectory(prefix="emofuse-svt-") as tmp:
         log(f"preparing {args.n} clips ...")

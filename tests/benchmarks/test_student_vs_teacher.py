@@ -77,3 +77,45 @@ def test_clips_from_manifest(bench, tmp_path):
     wavs, texts = bench.load_clips(folder)
     assert texts == ["utterance 0", "utterance 2"]  # records without a transcript are skipped
     assert [len(w) for w in wavs] == [1600, 4800]
+
+
+def test_time_shares_and_the_embedding_note(bench):
+    pre = np.array([[0.002, 0.002], [0.003, 0.002]])  # (rounds, clips)
+    total = np.array([[0.010, 0.012], [0.011, 0.010]])
+    embed = np.array([[0.006, 0.005], [0.007, 0.006]])
+    shares = bench._shares(pre, total, embed)
+    assert shares["preprocess_ms"] == pytest.approx(2.0) and shares["forward_ms"] == pytest.approx(8.0)
+    assert shares["embedding_share_of_forward"] == pytest.approx(np.median([6 / 8, 5 / 8]), abs=1e-3)
+    assert shares["embedding_share"] == pytest.approx(np.median([6 / 10, 5 / 10]), abs=1e-3)
+    assert "dominates the forward pass" in bench.embedding_note("run", shares)
+    assert "dominates" not in bench.embedding_note("run", {**shares, "embedding_share_of_forward": 0.2})
+
+
+@pytest.mark.slow
+def test_a_trained_audio_student_against_its_teacher_and_a_probe(bench, tmp_path_factory):
+    from emofuse.testing.checkpoints import train_tiny_cmd
+
+    root = tmp_path_factory.getbasetemp() / "tiny-cmd-audio"
+    run = train_tiny_cmd(root, model="cmd_student_audio", epochs=1)
+    setting = bench.run_setting_of(run)  # a RUN_DIR: its (only) finished run's checkpoint
+    assert setting["modalities"] == ("audio",) and setting["audio"] == "tiny-wav2vec2" and "text" not in setting
+    assert setting["checkpoint"].endswith("best.safetensors") and setting["num_classes"] == 4
+    clips = tmp_path_factory.mktemp("clips")
+    bench.make_clips(clips, 2, root / "corpus" / "manifest.jsonl")
+    bench.SETTINGS["run"] = setting
+    try:
+        r = bench.time_worker("run", clips, threads=1, batch_size=2, rounds=1, warmup=0)  # in-process: fast
+    finally:
+        del bench.SETTINGS["run"]
+    assert r["status"] == "ok" and set(r["architecture"]) == {"audio"}
+    t, s = r["models"]["teacher"]["parameters"], r["models"]["student"]["parameters"]
+    assert set(t) == {"audio", "probe", "total"} and t["probe"] == 2 * 32 * 4 + 4  # Linear(2 D, C) on tiny states
+    assert "text" not in s and s["total"] == sum(v for k, v in s.items() if k != "total")
+    shares = r["models"]["student"]["time_shares"]
+    assert 0 < shares["embedding_share"] <= 1 and 0 <= shares["preprocess_share"] < 1
+    assert 0 < shares["embedding_share_of_forward"] <= 1 and shares["forward_ms"] > 0
+
+
+def test_setting_run_needs_a_run(bench):
+    with pytest.raises(SystemExit, match="--setting run needs --run"):
+        bench.main(["--setting", "run"])
