@@ -55,3 +55,41 @@ def test_probe_needs_its_modality():
         model({"features": {"text": torch.randn(1, 2, 4)}})
     with pytest.raises(ValueError, match="modality"):
         LinearProbe(modality="video")
+
+
+def _layer_stats(b=3, layers=4, d=5):
+    return torch.randn(b, 1, layers * 2 * d)  # one vector per utterance: [mean_l | std_l] per layer
+
+
+def test_probe_on_layer_statistics_concatenates_picks_or_weights_layers():
+    x = _layer_stats()
+    batch = {"features": {"audio": x, "audio_mask": torch.ones(3, 1, dtype=torch.bool)}}
+    every = create_model("probe", modality="audio", input_dim=40, num_classes=2, pooling="none", num_layers=4)
+    assert every.head.in_features == 40
+    assert torch.allclose(every(batch).logits, every.head(x[:, 0]), atol=1e-6)
+    one = create_model("probe", modality="audio", input_dim=40, num_classes=2, pooling="none", num_layers=4, layers=2)
+    assert one.head.in_features == 10
+    assert torch.allclose(one(batch).pooled["audio"], x[:, 0, 20:30])
+    mixed = create_model(
+        "probe", modality="audio", input_dim=40, num_classes=2, pooling="none", num_layers=4, layers="weighted"
+    )
+    with torch.no_grad():
+        mixed.selector.weights.copy_(torch.tensor([0.0, 1.0, 2.0, 0.5]))
+    w = torch.softmax(torch.tensor([0.0, 1.0, 2.0, 0.5]), 0)
+    want = sum(w[i] * x[:, 0, 10 * i : 10 * (i + 1)] for i in range(4))
+    assert torch.allclose(mixed(batch).pooled["audio"], want, atol=1e-6)
+    mixed(batch).logits.sum().backward()
+    assert mixed.selector.weights.grad is not None  # the layer weights are learned
+    rebuilt = LinearProbe.from_config(mixed.config)
+    assert rebuilt.config == mixed.config and rebuilt.head.in_features == 10
+
+
+def test_probe_layer_options_are_checked():
+    with pytest.raises(ValueError, match="pooling"):
+        LinearProbe(pooling="max")
+    with pytest.raises(ValueError, match="needs num_layers"):
+        LinearProbe(pooling="none", layers=1)
+    with pytest.raises(ValueError, match="does not divide"):
+        LinearProbe(pooling="none", input_dim=10, num_layers=3)
+    with pytest.raises(ValueError, match="out of range"):
+        LinearProbe(pooling="none", input_dim=12, num_layers=3, layers=3)

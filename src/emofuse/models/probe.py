@@ -3,6 +3,14 @@
 The probe reads frozen features from ``batch["features"][modality]`` (cached teacher states, MFCC, ...). With
 ``encoder=`` it also holds that registered encoder, frozen, and runs it on ``batch[modality]`` (the dict its
 ``preprocess`` returns) when the batch carries no cached features.
+
+**Per-layer statistics.** With ``pooling="none"`` the features are already one vector per utterance, e.g. a
+Whisper encoder's ``output="layer_stats"`` (``num_layers`` blocks ``[mean_l | std_l]``, cached once for every
+layer). ``layers`` then picks what the linear layer sees: every block concatenated (``None``), one block (an
+index), or a learned softmax-weighted sum of the blocks (``"weighted"``, the SUPERB practice). Pair it with
+``encoders.standardize`` (z-scoring with the training split's statistics), weight decay (the L2 penalty of a
+logistic regression) and selection on validation UA: that is a multinomial logistic regression trained by the
+toolkit, matched against scikit-learn's by the tests and the real-data benchmark.
 """
 
 from __future__ import annotations
@@ -13,11 +21,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from emofuse.layers.pooling import mean_std_pool
+from emofuse.layers.pooling import LayerSelector, masked_mean, mean_std_pool
 from emofuse.models._registry import register_model
 from emofuse.models.base import EmotionModel, ModelOutput
 
-__all__ = ["LinearProbe", "mean_std_pool"]
+__all__ = ["POOLINGS", "LinearProbe", "mean_std_pool"]
+
+POOLINGS = ("mean_std", "none")
 
 
 class LinearProbe(EmotionModel):
@@ -30,6 +40,11 @@ class LinearProbe(EmotionModel):
         dropout: Dropout before the linear layer (0: a plain linear probe).
         encoder: Registered encoder name to hold frozen, for batches without cached features.
         allow_random: Let that encoder fall back to random init (tests only).
+        pooling: ``"mean_std"`` (pool the frames) or ``"none"`` (the features are one vector per utterance;
+            steps are averaged if there are several).
+        layers: With ``num_layers`` blocks in the vector: ``None`` = all concatenated, an index = that block,
+            ``"weighted"`` = a learned softmax-weighted sum of the blocks.
+        num_layers: Blocks (hidden states) in each feature vector; ``input_dim`` must be a multiple of it.
     """
 
     def __init__(
@@ -40,10 +55,17 @@ class LinearProbe(EmotionModel):
         dropout: float = 0.0,
         encoder: str | None = None,
         allow_random: bool = False,
+        pooling: str = "mean_std",
+        layers: int | str | None = None,
+        num_layers: int | None = None,
     ) -> None:
         super().__init__()
         if modality not in ("audio", "text"):
             raise ValueError(f"modality must be 'audio' or 'text', got {modality!r}")
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
+        if layers is not None and num_layers is None:
+            raise ValueError(f"layers={layers!r} needs num_layers (the blocks in each feature vector)")
         self.encoder: nn.Module | None = None
         if encoder is not None:
             from emofuse.encoders import create_encoder
@@ -60,11 +82,24 @@ class LinearProbe(EmotionModel):
             dropout=dropout,
             encoder=encoder,
             allow_random=allow_random,
+            pooling=pooling,
+            layers=layers,
+            num_layers=num_layers,
         )
         self.modalities = (modality,)  # type: ignore[misc]  # instance-level: this model's variant
         self.modality = modality
+        self.pooling = pooling
+        self.num_layers = num_layers
+        self.selector: LayerSelector | None = None
+        width = 2 * input_dim if pooling == "mean_std" else input_dim
+        if num_layers is not None:
+            if num_layers < 1 or width % num_layers:
+                raise ValueError(f"num_layers={num_layers} does not divide the {width}-d feature vector into blocks")
+            if layers is not None:
+                self.selector = LayerSelector(num_layers, layers)
+                width //= num_layers
         self.drop = nn.Dropout(dropout)
-        self.head = nn.Linear(2 * input_dim, num_classes)
+        self.head = nn.Linear(width, num_classes)
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> LinearProbe:
@@ -99,11 +134,15 @@ class LinearProbe(EmotionModel):
             batch: ``features[<modality>] (B, T, D)`` and ``features[<modality>_mask] (B, T)``.
 
         Returns:
-            ``logits (B, C)``, ``probs``, ``pooled[<modality>] (B, 2 D)``, ``masks``.
+            ``logits (B, C)``, ``probs``, ``pooled[<modality>] (B, F)`` (what the linear layer reads), ``masks``.
         """
         x, mask = self._features(batch)
         mask = mask.bool() if mask is not None else torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
-        pooled = mean_std_pool(x, mask)  # (B, 2 D)
+        pooled = mean_std_pool(x, mask) if self.pooling == "mean_std" else masked_mean(x, mask)  # (B, F)
+        if self.selector is not None:
+            assert self.num_layers is not None
+            blocks = pooled.unflatten(-1, (self.num_layers, -1)).unsqueeze(2)  # (B, L, 1, F / L)
+            pooled = self.selector(list(blocks.unbind(1))).squeeze(1)  # (B, F / L)
         logits = self.head(self.drop(pooled))  # (B, C)
         m = self.modality
         return ModelOutput(

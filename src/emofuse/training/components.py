@@ -120,6 +120,9 @@ class DefaultComponents(Components):
         for m in _MODALITIES:  # `<m>_dim: null` in a config: the feature size of the configured encoder
             if f"{m}_dim" in options and options[f"{m}_dim"] is None and getattr(cfg.encoders, m):
                 options[f"{m}_dim"] = int(self.encoder(cfg, m, str(getattr(cfg.encoders, m))).output_dim)
+        m = options.get("modality")  # single-modality models (probe): `input_dim: null` likewise
+        if "input_dim" in options and options["input_dim"] is None and m in _MODALITIES and getattr(cfg.encoders, m):
+            options["input_dim"] = int(self.encoder(cfg, m, str(getattr(cfg.encoders, m))).output_dim)
         model = create_model(cfg.model.name, **options)
         if cfg.model.pretrained is not None:
             load_weights(model, find_checkpoint(cfg.model.pretrained), strict=False)
