@@ -166,3 +166,13 @@ def test_base_cycle_and_non_utf8_are_one_line_errors(tmp_path):
     (tmp_path / "latin1.yaml").write_bytes("name: caf\xe9\n".encode("latin-1"))
     with pytest.raises(ConfigError, match=r"latin1\.yaml:1: not UTF-8 text \(byte 0xe9\)"):
         load_config(tmp_path / "latin1.yaml")
+
+
+def test_bad_stage_setting_names_the_stage_not_the_whole_config(tmp_path):
+    p = tmp_path / "s.yaml"
+    p.write_text("description: " + "x" * 300 + "\nstages:\n  - name: ft\n    trainer: {max_epochs: -1}\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(p)
+    assert str(e.value) == f"{p}: stage 'ft': max_epochs: Input should be greater than 0"
+    with pytest.raises(ConfigError, match=r"bad value for 'name': .* \(got \[.{60,}\.\.\.\)$"):
+        load_config(None, ["name=[" + ", ".join(["1"] * 60) + "]"])

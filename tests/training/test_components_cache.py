@@ -32,3 +32,29 @@ def test_a_grown_manifest_extends_the_cache_and_reuses_what_is_stored(tmp_path):
     c = DefaultComponents(progress=False)  # nothing missing: the cache is opened as it is, not rewritten
     again = c.store(cfg, c.encoder(cfg, "text", "glove"), _recs(3))
     assert len(again) == 6 and again.meta["counts"]["computed"] == 4
+
+
+def test_utterances_whose_audio_cannot_be_read_are_left_out_of_every_split(tmp_path, monkeypatch):
+    import json
+
+    import pytest
+
+    from emofuse.encoders import _registry
+    from emofuse.testing.dummies import DUMMY_SPECS, make_wav_corpus
+    from emofuse.training import run_experiment
+
+    for spec in DUMMY_SPECS:
+        monkeypatch.setitem(_registry._ENCODERS, spec.name, spec)
+    recs = make_wav_corpus(tmp_path, 24, seconds=0.2)
+    for bad in ("u003", "u010"):
+        (tmp_path / "wav" / f"{bad}.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk")
+    manifest = write_manifest(recs, tmp_path / "manifest.jsonl")
+    sets = [f"data.manifest={manifest}", "data.protocol=random-stratified", "data.max_batch_samples=null"]
+    sets += ["model.name=probe", "model.modality=audio", "model.input_dim=8", "encoders.inputs=features"]
+    sets += ["encoders.audio=dummy-audio", "trainer.max_epochs=1", "trainer.accelerator=cpu"]
+    sets += ["trainer.progress_bar=false", "trainer.logger=[]", "seeds=[0]"]
+    with pytest.warns(UserWarning, match=r"2 of 24 utterance\(s\) are left out of training and testing: .*u003"):
+        doc = run_experiment(load_config(None, sets), tmp_path / "run", progress=False)
+    assert doc["n_runs"] == 1
+    preds = (tmp_path / "run" / "seed0" / "seed0" / "predictions.jsonl").read_text().splitlines()
+    assert not {json.loads(p)["id"] for p in preds} & {"u003", "u010"}

@@ -65,8 +65,9 @@ def test_layout_results_and_paper_table(tmp_path, manifest):
     md = (run / "results.md").read_text()
     assert "| Experiment | Happy | Neutral | Sad | Macro-F1 |" in md
     assert "| Experiment | WA | UA | Weighted F1 | Macro F1 |" in md and "## Per fold" in md
-    mean, std = agg["mult_f1"]["macro"]["mean"], agg["mult_f1"]["macro"]["std"]
-    assert f"{mean:.4f} ({std:.4f})" in md
+    mean, std = agg["macro_f1"]["mean"], agg["macro_f1"]["std"]
+    assert f"{mean:.4f} ({std:.4f})" in md and "## Per-class F1 (standard" in md
+    assert "MulT convention" not in md  # the fake model's "paper" does not use it (CMD and MulT do)
     rows = list(csv.DictReader((one / "curves.csv").open()))
     assert [r["epoch"] for r in rows] == ["0", "1", "2"] and rows[0]["stage"] == "train" and "val/ua" in rows[0]
     model, meta = load_checkpoint(one / "train")

@@ -20,14 +20,20 @@ __all__ = ["evaluate", "train"]
 
 def _summary_table(doc: dict[str, Any], title: str) -> Table:
     from emofuse.metrics import format_mean_std
+    from emofuse.metrics.tables import overall_columns
 
     agg = doc.get("aggregate", {})
     t = Table(title=escape(title))
     t.add_column("metric")
     t.add_column("mean (std)", justify="right")
-    rows: list[tuple[str, tuple[str, ...]]] = [("MulT macro-F1", ("mult_f1", "macro"))]
-    rows += [(f"F1 {c} (MulT)", ("mult_f1", "per_class", c)) for c in doc.get("classes", [])]
-    rows += [("WA", ("wa",)), ("UA", ("ua",)), ("weighted F1", ("weighted_f1",)), ("macro F1", ("macro_f1",))]
+    conventions = doc.get("f1_conventions") or ["standard", "mult"]  # older run folders: both, labelled
+    rows: list[tuple[str, tuple[str, ...]]] = [(h, (k,)) for h, k in overall_columns(doc.get("headline"))]
+    if "mult" in conventions:  # the system's paper leads with it (CMD)
+        rows.insert(0, ("MulT macro-F1", ("mult_f1", "macro")))
+    classes = doc.get("classes", [])
+    rows += [(f"F1 {c} (standard)", ("per_class_f1", c)) for c in classes]
+    if "mult" in conventions:
+        rows += [(f"F1 {c} (MulT)", ("mult_f1", "per_class", c)) for c in classes]
     rows += [(key.upper(), (key,)) for key in ("pcc", "ccc", "mae", "uar", "war")]  # regression runs
     for label, path in rows:
         node: Any = agg

@@ -194,8 +194,12 @@ def _format_errors(e: ValidationError, schema: type[BaseModel], source: str, dat
             close = difflib.get_close_matches(str(loc[-1]), known, n=1)
             hint = f" (did you mean {'.'.join(map(str, loc[:-1] + (close[0],)))!r}?)" if close else ""
             lines.append(f"{source}: unknown key {key!r}{hint}; allowed here: {', '.join(known)}")
+        elif not loc:  # a whole-config check: its message says it all (the input is the whole config)
+            lines.append(f"{source}: {str(err['msg']).removeprefix('Value error, ')}")
         else:
-            lines.append(f"{source}: bad value for {key!r}: {err['msg']} (got {err.get('input')!r})")
+            got = repr(err.get("input"))
+            got = got if len(got) <= 80 else got[:77] + "..."
+            lines.append(f"{source}: bad value for {key!r}: {err['msg']} (got {got})")
     return "\n".join(lines)
 
 

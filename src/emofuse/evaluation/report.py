@@ -42,7 +42,7 @@ from emofuse.evaluation.analysis import _span, dominance_table_markdown
 from emofuse.evaluation.report_data import ExperimentRuns, ReportError, load_experiments
 from emofuse.evaluation.report_plots import confusion_figure, curves_figure, metric_boxplot, per_class_f1_figure
 from emofuse.metrics import aggregate
-from emofuse.metrics.tables import encoder_flags, markdown_table, mean_std_cell
+from emofuse.metrics.tables import F1Table, encoder_flags, markdown_table, mean_std_cell, per_class_f1_tables
 from emofuse.utils.io import atomic_write
 
 __all__ = ["REPORT_FILES", "SECTIONS", "ReportError", "render_report", "write_report"]
@@ -150,15 +150,16 @@ def _agg(exp: ExperimentRuns) -> Mapping[str, Any]:
     return agg if isinstance(agg, Mapping) and agg else aggregate([r.metrics for r in exp.runs])
 
 
-def _per_class_rows(exps: Sequence[ExperimentRuns]) -> tuple[list[str], list[list[str]]]:
+def _f1_tables(exps: Sequence[ExperimentRuns]) -> list[F1Table]:
+    """The labelled per-class F1 tables: standard always, MulT's where any experiment's paper uses it."""
+    wanted = {c for exp in exps for c in (exp.doc.get("f1_conventions") or ("standard", "mult"))}
+    return per_class_f1_tables([c for c in ("standard", "mult") if c in wanted])
+
+
+def _per_class_rows(exps: Sequence[ExperimentRuns], table: F1Table) -> tuple[list[str], list[list[str]]]:
     classes = exps[0].classes
     header = ["Experiment", *[c.capitalize() for c in classes], "Macro-F1"]
-    rows = []
-    for exp in exps:
-        agg = _agg(exp)
-        cells = [mean_std_cell(agg, "mult_f1", "per_class", c, digits=_DIGITS) for c in classes]
-        rows.append([exp.name, *cells, mean_std_cell(agg, "mult_f1", "macro", digits=_DIGITS)])
-    return header, rows
+    return header, [[exp.name, *table.row(_agg(exp), classes, _DIGITS)] for exp in exps]
 
 
 def _overall_rows(exps: Sequence[ExperimentRuns]) -> tuple[list[str], list[list[str]]]:
@@ -303,8 +304,9 @@ def _render_markdown(exps: Sequence[ExperimentRuns], title: str, figs: Mapping[s
             out += _md_tables(*_runs_rows(exps)) + [""]
         elif anchor == "results":
             out += ["Mean (std) over every fold × seed run, ddof = 1.", ""]
-            out += ["### Per-class F1 (MulT convention: one-vs-rest, support-weighted)", ""]
-            out += _md_tables(*_per_class_rows(exps)) + [""]
+            for table in _f1_tables(exps):
+                out += [f"### {table.title}", ""]
+                out += _md_tables(*_per_class_rows(exps, table)) + [""]
             out += ["### Overall", ""] + _md_tables(*_overall_rows(exps)) + [""]
             folds = _fold_rows(exps)
             if folds is not None:
@@ -420,8 +422,8 @@ def _html_section(anchor: str, exps: Sequence[ExperimentRuns], figs: Mapping[str
         out.append(_html_table(*_runs_rows(exps)))
     elif anchor == "results":
         out.append('<p class="note">Mean (std) over every fold × seed run, ddof = 1.</p>')
-        out += ["<h3>Per-class F1 (MulT convention: one-vs-rest, support-weighted)</h3>"]
-        out.append(_html_table(*_per_class_rows(exps)))
+        for table in _f1_tables(exps):
+            out += [f"<h3>{html.escape(table.title)}</h3>", _html_table(*_per_class_rows(exps, table))]
         out += ["<h3>Overall: WA / UA / weighted F1 / macro F1</h3>", _html_table(*_overall_rows(exps))]
         folds = _fold_rows(exps)
         if folds is not None:

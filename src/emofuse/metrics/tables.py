@@ -17,11 +17,80 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from emofuse.metrics.functional import format_mean_std
 
-__all__ = ["encoder_flags", "encoder_notes", "markdown_table", "mean_std_cell"]
+__all__ = [
+    "F1Table",
+    "encoder_flags",
+    "encoder_notes",
+    "f1_conventions",
+    "headline_metric",
+    "markdown_table",
+    "mean_std_cell",
+    "overall_columns",
+    "per_class_f1_tables",
+]
+
+#: Model families whose papers report per-class F1 in MulT's convention (one-vs-rest, support-weighted binary F1):
+#: the CMD student (CMD Tables 3-4) and the MulT baselines it compares with.
+MULT_F1_MODELS = ("cmd_student", "mult")
+#: Overall columns ``(heading, metric key)`` in the default order.
+OVERALL = (("WA", "wa"), ("UA", "ua"), ("Weighted F1", "weighted_f1"), ("Macro F1", "macro_f1"))
+
+
+def f1_conventions(model_name: str | None) -> list[str]:
+    """Per-class F1 conventions a run's tables show: ``standard`` always, ``mult`` where the system's paper uses it.
+
+    Example:
+        >>> f1_conventions("cmd_student_late"), f1_conventions("cm_roberta")
+        (['standard', 'mult'], ['standard'])
+    """
+    return ["standard", "mult"] if model_name and str(model_name).startswith(MULT_F1_MODELS) else ["standard"]
+
+
+def headline_metric(model_name: str | None, labels: str | None) -> str | None:
+    """``weighted_f1`` for MELD-style runs (a MELD label scheme, or CM-RoBERTa, whose Table 1 leads with it)."""
+    if (labels and str(labels).startswith("meld")) or (model_name and str(model_name).startswith("cm_roberta")):
+        return "weighted_f1"
+    return None
+
+
+def overall_columns(headline: str | None) -> list[tuple[str, str]]:
+    """The overall table's ``(heading, key)`` columns, the headline metric first."""
+    cols = list(OVERALL)
+    return sorted(cols, key=lambda c: c[1] != headline) if headline else cols
+
+
+@dataclass(frozen=True)
+class F1Table:
+    """One labelled per-class F1 table: its title, the metric path of a class's cell and of the macro column."""
+
+    title: str
+    per_class: tuple[str, ...]
+    macro: tuple[str, ...]
+
+    def row(self, agg: Mapping[str, Any], classes: Sequence[str], digits: int = 4) -> list[str]:
+        """``mean (std)`` cells of every class, then the macro average."""
+        cells = [mean_std_cell(agg, *self.per_class, c, digits=digits) for c in classes]
+        return [*cells, mean_std_cell(agg, *self.macro, digits=digits)]
+
+
+_F1_TABLES = {
+    "standard": F1Table("Per-class F1 (standard: each class's precision and recall)", ("per_class_f1",), ("macro_f1",)),
+    "mult": F1Table(
+        "Per-class F1 (MulT convention: one-vs-rest, support-weighted; CMD's tables)",
+        ("mult_f1", "per_class"),
+        ("mult_f1", "macro"),
+    ),
+}
+
+
+def per_class_f1_tables(conventions: Sequence[str] | None) -> list[F1Table]:
+    """The per-class F1 tables for a results document's ``f1_conventions`` (``None``, older runs: both)."""
+    return [_F1_TABLES[c] for c in (conventions or ("standard", "mult")) if c in _F1_TABLES]
 
 
 def mean_std_cell(agg: Mapping[str, Any], *path: str, digits: int = 4) -> str:

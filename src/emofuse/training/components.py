@@ -96,6 +96,10 @@ class Components:
         """Which encoder weights ran (written into ``env.json``, ``model.json`` and the results)."""
         return {}
 
+    def unusable(self, records: Sequence[Utterance]) -> dict[str, str]:
+        """``id -> reason`` of ``records`` whose inputs could not be prepared (after :meth:`prepare`)."""
+        return {}
+
 
 class DefaultComponents(Components):
     """The library's models, tasks and :class:`~emofuse.pipeline.MultimodalDataset` (see the module docstring).
@@ -213,6 +217,16 @@ class DefaultComponents(Components):
                 time.sleep(5.0)  # another rank is extracting
         self._stores[key] = store
         return store
+
+    def unusable(self, records: Sequence[Utterance]) -> dict[str, str]:
+        """Records the feature extraction skipped (unreadable audio, empty transcript), with the cache's reason."""
+        ids = {r.id for r in records}
+        out: dict[str, str] = {}
+        for store in self._stores.values():
+            for utt, why in store.failed.items():
+                if utt in ids and utt not in store:
+                    out.setdefault(utt, f"{store.name}: {why}")
+        return out
 
     def prepare(self, cfg: ExperimentConfig, records: Sequence[Utterance]) -> None:
         """Extract every cache the stages will read (before any training, so DDP ranks never race)."""

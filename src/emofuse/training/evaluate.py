@@ -20,6 +20,7 @@ from torch.utils.data import Dataset
 from emofuse.config.schema import DataConfig, ExperimentConfig
 from emofuse.data.manifest import Utterance, read_manifest
 from emofuse.metrics import aggregate, classification_metrics, mult_f1, regression_metrics
+from emofuse.metrics.tables import f1_conventions, headline_metric
 from emofuse.models.base import EmotionModel, ModelOutput
 from emofuse.models.checkpoint import load_checkpoint
 from emofuse.runs import Run, RunDir
@@ -326,6 +327,8 @@ def evaluate_run(
         "manifest": str(manifest),
         "classes": classes,
         "n_runs": len(results),
+        "f1_conventions": f1_conventions(cfg.model.name),
+        "headline": headline_metric(cfg.model.name, cfg.data.labels),
         "runs": results,
         "aggregate": aggregate(metrics),
     }

@@ -1,8 +1,10 @@
 """``results.json`` and the paper-style ``results.md`` of an experiment (mean (std) over folds × seeds).
 
-The Markdown follows the CMD tables (spec ``cmd.md`` §6): per-class F1 in the MulT convention and its
-macro average as ``"0.7714 (0.0075)"``, then WA, UA, weighted F1 and macro F1, each as mean (std,
-``ddof=1``) over every fold × seed run.
+The Markdown follows the papers' tables: standard per-class F1 always, and per-class F1 in the MulT
+convention (one-vs-rest, support-weighted; CMD's Tables 3-4) where the system's paper uses it (the document's
+``f1_conventions``), each with its macro average as ``"0.7714 (0.0075)"``; then WA, UA, weighted F1 and macro F1
+(the ``headline`` metric first, weighted F1 for MELD-style runs), each as mean (std, ``ddof=1``) over every
+fold × seed run.
 """
 
 from __future__ import annotations
@@ -12,7 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from emofuse.metrics import aggregate, format_mean_std
-from emofuse.metrics.tables import encoder_notes, markdown_table, mean_std_cell
+from emofuse.metrics.tables import (
+    encoder_notes,
+    markdown_table,
+    mean_std_cell,
+    overall_columns,
+    per_class_f1_tables,
+)
 from emofuse.utils.io import atomic_write, atomic_write_json
 
 __all__ = ["render_markdown", "results_document", "write_results"]
@@ -65,14 +73,17 @@ def render_markdown(doc: Mapping[str, Any], digits: int = 4) -> str:
     ]
     if isinstance(agg, Mapping) and "pcc" in agg:
         return "\n".join(lines + _regression_lines(name, agg, folds, runs, digits))
-    lines += ["## Per-class F1 (MulT convention: one-vs-rest, support-weighted)", ""]
-    per_class = [mean_std_cell(agg, "mult_f1", "per_class", c, digits=digits) for c in classes]
-    lines += markdown_table(
-        ["Experiment", *[c.capitalize() for c in classes], "Macro-F1"],
-        [[name, *per_class, mean_std_cell(agg, "mult_f1", "macro", digits=digits)]],
-    )
-    lines += ["", "## Overall", ""]
-    overall = [("WA", "wa"), ("UA", "ua"), ("Weighted F1", "weighted_f1"), ("Macro F1", "macro_f1")]
+    overall = overall_columns(doc.get("headline"))
+    if doc.get("headline"):
+        head = dict((k, h) for h, k in overall)[str(doc["headline"])]
+        lines += [f"Headline: {head} {mean_std_cell(agg, str(doc['headline']), digits=digits)}.", ""]
+    for table in per_class_f1_tables(doc.get("f1_conventions")):
+        lines += [f"## {table.title}", ""]
+        lines += markdown_table(
+            ["Experiment", *[c.capitalize() for c in classes], "Macro-F1"], [[name, *table.row(agg, classes, digits)]]
+        )
+        lines += [""]
+    lines += ["## Overall", ""]
     lines += markdown_table(
         ["Experiment", *[h for h, _ in overall]], [[name, *[mean_std_cell(agg, k, digits=digits) for _, k in overall]]]
     )

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import logging
 import sys
 import warnings
@@ -40,6 +41,7 @@ from lightning.pytorch.strategies import DDPStrategy
 from emofuse.config.schema import ExperimentConfig, StageConfig
 from emofuse.data.manifest import Utterance, read_manifest
 from emofuse.data.protocols import Fold
+from emofuse.metrics.tables import f1_conventions, headline_metric
 from emofuse.models.checkpoint import find_checkpoint, load_checkpoint, load_weights
 from emofuse.runs import RunDir, RunDirError, claim_run_dir, config_differences
 from emofuse.tasks.regression import REGRESSION_TASKS
@@ -326,6 +328,25 @@ class _Experiment:
         self.stage_data = StageData(cfg, records, self.folds)  # distillation data of stages[].data, leak-checked
         self.feature_stats: dict[str, dict[str, Any]] = {}  # encoders.standardize, per fold
 
+    def leave_out(self, unusable: dict[str, str]) -> None:
+        """Drop records whose inputs could not be prepared from every split, saying which (never a mid-run failure)."""
+        if not unusable:
+            return
+        shown = "; ".join(f"{k} ({v})" for k, v in list(unusable.items())[:3]) + (" ..." if len(unusable) > 3 else "")
+        warnings.warn(
+            f"{len(unusable)} of {len(self.records)} utterance(s) are left out of training and testing: their "
+            f"inputs could not be read: {shown}",
+            stacklevel=3,
+        )
+        self.records = [r for r in self.records if r.id not in unusable]
+        self.by_id = {r.id: r for r in self.records}
+        self.folds = [
+            dataclasses.replace(
+                f, **{s: [i for i in getattr(f, s) if i not in unusable] for s in ("train", "val", "test")}
+            )
+            for f in self.folds
+        ]
+
 
 def run_experiment(
     cfg: ExperimentConfig,
@@ -379,6 +400,7 @@ def run_experiment(
 def _run_all(exp: _Experiment, echo: Any, zero: bool) -> dict[str, Any] | None:
     cfg, components, progress = exp.cfg, exp.components, exp.progress
     components.prepare(cfg, exp.stage_data.with_records(exp.records))  # distillation data cached like the rest
+    exp.leave_out(components.unusable(exp.records))
     say = exp.say = echo or (lambda s: print(s, file=sys.stderr, flush=True))
     runs = [(fold, seed) for fold in exp.folds for seed in cfg.seeds]
     results = []
@@ -405,6 +427,8 @@ def _run_all(exp: _Experiment, echo: Any, zero: bool) -> dict[str, Any] | None:
         folds=[f.name for f in exp.folds],
         seeds=list(cfg.seeds),
         encoders=components.provenance(),
+        f1_conventions=f1_conventions(cfg.model.name),
+        headline=headline_metric(cfg.model.name, cfg.data.labels),
     )
     write_results(exp.out_dir, doc, cfg.eval.digits)
     if cfg.eval.missing is not None:  # Table 4.4-style rows: missing.json / missing.md next to results.md
