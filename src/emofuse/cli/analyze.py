@@ -156,9 +156,9 @@ def analyze(
         raise ValueError(f"{ckpt}: the analyses need a fine-tuned audio+text model, got {model.model_name!r}")
     records = [r for r in read_manifest(manifest) if r.label is not None]
     if cfg is not None:  # the run's transcripts (data.text_field: gold text or ASR)
-        from emofuse.training.rundir import select_text
+        from emofuse.training.rundir import text_inputs
 
-        records = select_text(records, cfg.data.text_field, manifest)
+        records = text_inputs(records, cfg.data, manifest)
     found = {str(r.label) for r in records}
     classes = [str(c) for c in meta.get("classes") or sorted(found)]
     unknown = sorted(found - set(classes))

@@ -72,6 +72,9 @@ class DataConfig(_Section):
             (:func:`~emofuse.pipeline.dialogue.form_dialogues`). ``None``: the manifest's dialogues only.
         target: Continuous regression target (``"extra.valence"``, ``"extra.conflict"``, a record field);
             ``batch["targets"]`` holds it. Use with a ``regress`` stage. ``None``: categorical labels only.
+        text_context: Earlier turns of the same dialogue appended to each text input, most recent first
+            (:func:`~emofuse.data.context.add_dialogue_context`; ``0``: the utterance alone).
+        text_context_speakers: Prefix each earlier turn with its speaker's name.
     """
 
     manifest: Path | None = None
@@ -87,6 +90,8 @@ class DataConfig(_Section):
     target: str | None = None
     text_field: str = "text"
     dialogue_size: int | None = Field(default=None, gt=0)
+    text_context: int = Field(default=0, ge=0)
+    text_context_speakers: bool = False
 
 
 _MODEL_OPTIONS: dict[str, type[BaseModel]] = {}

@@ -26,7 +26,7 @@ from emofuse.models.checkpoint import load_checkpoint
 from emofuse.runs import Run, RunDir
 from emofuse.training.components import Components, DefaultComponents
 from emofuse.training.datamodule import make_loader
-from emofuse.training.rundir import select_text
+from emofuse.training.rundir import text_inputs
 from emofuse.utils.io import atomic_write, atomic_write_json
 
 __all__ = [
@@ -279,7 +279,7 @@ def evaluate_run(
 
     regress = stage.task in REGRESSION_TASKS
     records: list[Utterance] = [r for r in read_manifest(manifest) if regress or r.label is not None]
-    records = select_text(records, cfg.data.text_field, manifest)
+    records = text_inputs(records, cfg.data, manifest)
     if not records:
         raise ValueError(f"{manifest}: no labelled records to score")
     components = components or DefaultComponents()

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from emofuse.config.schema import ExperimentConfig
+from emofuse.config.schema import DataConfig, ExperimentConfig
 from emofuse.data.labels import get_scheme
 from emofuse.data.manifest import Utterance
 from emofuse.data.protocols import Fold, make_folds
@@ -28,6 +28,7 @@ __all__ = [
     "resolve_folds",
     "run_env",
     "select_text",
+    "text_inputs",
 ]
 
 logger = logging.getLogger(__name__)
@@ -58,6 +59,18 @@ def select_text(records: Sequence[Utterance], field: str, source: object = "mani
             f"{source}: data.text_field={field!r}, but {len(missing)} record(s) have no text there: {shown}{hint}"
         )
     return out
+
+
+def text_inputs(records: Sequence[Utterance], data: DataConfig, source: object = "manifest") -> list[Utterance]:
+    """The records' text inputs: ``data.text_field`` (:func:`select_text`), then ``data.text_context`` earlier turns.
+
+    Raises:
+        ValueError: A record has no text in ``data.text_field`` (names it).
+    """
+    from emofuse.data.context import add_dialogue_context
+
+    records = select_text(records, data.text_field, source)
+    return add_dialogue_context(records, data.text_context, data.text_context_speakers)
 
 
 def resolve_classes(cfg: ExperimentConfig, records: list[Utterance]) -> tuple[list[str], list[Utterance]]:

@@ -70,7 +70,7 @@ from emofuse.training.rundir import (
     resolve_classes,
     resolve_folds,
     run_env,
-    select_text,
+    text_inputs,
 )
 from emofuse.training.stage_data import StageData
 from emofuse.utils.io import atomic_write_json
@@ -321,7 +321,7 @@ class _Experiment:
                 f"data.manifest: manifest not found: {cfg.data.manifest} (prepare it with `emofuse prepare`, or "
                 "point to yours with --set data.manifest=FILE; relative paths are relative to the working directory)"
             )
-        records = select_text(read_manifest(cfg.data.manifest), cfg.data.text_field, cfg.data.manifest)
+        records = text_inputs(read_manifest(cfg.data.manifest), cfg.data, cfg.data.manifest)
         self.classes, self.records = resolve_classes(cfg, records)
         self.by_id = {r.id: r for r in self.records}
         self.folds = resolve_folds(cfg, self.records)

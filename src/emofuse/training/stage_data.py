@@ -16,7 +16,7 @@ from emofuse.config.schema import ExperimentConfig, StageConfig
 from emofuse.data.manifest import Utterance, read_manifest
 from emofuse.data.protocols import Fold
 from emofuse.data.stage_data import absolute_audio, distill_records
-from emofuse.training.rundir import select_text
+from emofuse.training.rundir import text_inputs
 
 __all__ = ["StageData"]
 
@@ -50,7 +50,7 @@ class StageData:
                 if path not in self.extra:
                     if not Path(path).is_file():
                         raise FileNotFoundError(f"stages[{stage.name}].data.manifests: manifest not found: {path}")
-                    records = select_text(read_manifest(path), cfg.data.text_field, path)
+                    records = text_inputs(read_manifest(path), cfg.data, path)
                     self.extra[path] = absolute_audio(records, Path(path).parent)
             for fold in folds:
                 self._records[(stage.name, fold.name)] = distill_records(
