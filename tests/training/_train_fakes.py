@@ -24,14 +24,19 @@ class FakeModel(EmotionModel):
 
     modalities = ("audio",)
 
-    def __init__(self, in_dim: int = DIM, hidden: int = 6, num_classes: int = 3, with_head: bool = True) -> None:
+    def __init__(
+        self, in_dim: int = DIM, hidden: int = 6, num_classes: int = 3, with_head: bool = True, dropout: float = 0.0
+    ) -> None:
         super().__init__()
         self.config = {"in_dim": in_dim, "hidden": hidden, "num_classes": num_classes, "with_head": with_head}
+        if dropout:
+            self.config["dropout"] = dropout
         self.body = nn.Linear(in_dim, hidden)
+        self.drop = nn.Dropout(dropout)  # random in training: an exact resume must restore the RNG
         self.head = nn.Linear(hidden, num_classes) if with_head else None
 
     def forward(self, batch: dict[str, Any]) -> ModelOutput:
-        h = torch.tanh(self.body(batch["features"]["x"]))  # (B, H)
+        h = self.drop(torch.tanh(self.body(batch["features"]["x"])))  # (B, H)
         out = ModelOutput(hidden={"audio": h[:, None]}, pooled={"audio": h})
         if self.head is not None:
             out.logits = self.head(h)

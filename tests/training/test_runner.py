@@ -282,3 +282,34 @@ def test_unresumable_last_ckpt_is_named_with_the_ways_forward(tmp_path, manifest
             _run(cfg, tmp_path / "run")
     ckpt.unlink()  # the way forward it names: the stage trains again from its start
     assert _run(cfg, tmp_path / "run")["n_runs"] == 1
+
+
+class MidEpochKill(L.Callback):
+    """Raises once in the ``stage``-th fit at batch ``batch`` of epoch ``epoch``: nothing is saved (as kill -9)."""
+
+    def __init__(self, stage, epoch, batch):
+        self.stage, self.epoch, self.batch, self.fits, self.armed = stage, epoch, batch, 0, True
+
+    def on_train_start(self, trainer, pl_module):
+        self.fits += 1
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if self.armed and (self.fits, trainer.current_epoch, batch_idx) == (self.stage, self.epoch, self.batch):
+            self.armed = False
+            raise RuntimeError("simulated kill -9")
+
+
+@pytest.mark.parametrize("stage", [1, 2])
+def test_a_run_killed_mid_epoch_resumes_to_identical_results(tmp_path, manifest, stage):
+    sets = {"model.dropout": 0.3, "trainer.max_epochs": 3, "data.num_workers": 0}
+    sets["stages"] = "[{name: distill, task: distill}, {name: finetune, task: classify}]"
+    cfg = fake_config(manifest, **sets)
+    _run(cfg, tmp_path / "ref")
+    with pytest.raises(RuntimeError, match="simulated kill -9"):
+        _run(cfg, tmp_path / "run", callbacks=[MidEpochKill(stage, epoch=1, batch=2)])
+    _run(cfg, tmp_path / "run")
+    ref, run = (tmp_path / x / "seed0" / "seed0" for x in ("ref", "run"))
+    assert _json(run / "finetune" / "DONE")["resumed"] is (stage == 2)
+    assert (run / "curves.csv").read_text() == (ref / "curves.csv").read_text()  # every epoch's losses
+    assert _json(run / "metrics.json") == _json(ref / "metrics.json")
+    assert (run / "predictions.jsonl").read_text() == (ref / "predictions.jsonl").read_text()

@@ -9,7 +9,10 @@ Every epoch :class:`SafetensorsCheckpoint` writes, into the stage folder and alw
 * ``curves.csv``: one row per epoch (learning rate and every logged epoch value).
 
 :class:`CrashResume` passes ``last.ckpt`` to ``Trainer.fit`` when it exists, so a run killed
-mid-way continues from its last finished epoch.
+mid-way (Ctrl-C, SIGTERM, kill -9, a crash) continues from its last finished epoch, exactly: ``last.ckpt``
+holds the optimiser, scheduler and loop state and the random generators' states at the end of that epoch
+(restored at the first step after the resume), and the data order and loader seeds come from
+``(seed, epoch)``, so an interrupted run ends with the metrics of an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import csv
 import io
 import math
 import os
+import random
 import signal
 import threading
 import zipfile
@@ -26,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 from lightning.pytorch.callbacks import Checkpoint, EarlyStopping, RichProgressBar
 from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -44,6 +49,8 @@ __all__ = [
     "early_stopping",
     "make_loggers",
     "progress_bar",
+    "rng_state",
+    "set_rng_state",
     "task_model",
     "write_curves",
 ]
@@ -71,6 +78,33 @@ class TrainingInterrupted(RuntimeError):
     def exit_code(self) -> int:
         """The shell's code for the signal: 130 for SIGINT, 143 for SIGTERM (1 otherwise)."""
         return {"SIGINT": 130, "SIGTERM": 143}.get(self.signal_name or "", 1)
+
+
+def rng_state() -> dict[str, Any]:
+    """The states of Python's, NumPy's and torch's (CPU and CUDA) global random generators, as plain types.
+
+    Plain lists and tensors only, so a checkpoint holding them loads with ``torch.load(weights_only=True)``.
+    """
+    np_state = np.random.get_state()
+    py_state = random.getstate()
+    return {
+        "python": [py_state[0], list(py_state[1]), py_state[2]],
+        "numpy": [str(np_state[0]), np_state[1].tolist(), *(getattr(x, "item", lambda x=x: x)() for x in np_state[2:])],
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else [],
+    }
+
+
+def set_rng_state(state: Mapping[str, Any]) -> None:
+    """Restore the generators :func:`rng_state` recorded (a CUDA state only where this machine has the devices)."""
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    name, keys, *rest = state["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), *rest))
+    torch.set_rng_state(state["torch"])
+    cuda = state.get("cuda") or []
+    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda)
 
 
 def task_model(task: Any) -> EmotionModel:
@@ -125,18 +159,33 @@ class SafetensorsCheckpoint(Checkpoint):
         self.best_epoch: int | None = None
         self.history: list[dict[str, Any]] = []
         self._lr: float | None = None
+        self._rng: dict[str, Any] | None = None  # from last.ckpt: applied at the first step after a resume
 
     @property
     def state_key(self) -> str:  # noqa: D102
         return f"SafetensorsCheckpoint[{self.monitor}]"
 
-    def state_dict(self) -> dict[str, Any]:  # noqa: D102
-        return {"best_score": self.best_score, "best_epoch": self.best_epoch, "history": list(self.history)}
+    def state_dict(self) -> dict[str, Any]:
+        """Best score and epoch, the curves, and the random generators' states at the moment of saving."""
+        return {
+            "best_score": self.best_score,
+            "best_epoch": self.best_epoch,
+            "history": list(self.history),
+            "rng": rng_state(),
+        }
 
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:  # noqa: D102
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore the bookkeeping; the random generators are restored when training continues."""
         self.best_score = state_dict.get("best_score")
         self.best_epoch = state_dict.get("best_epoch")
         self.history = list(state_dict.get("history", []))
+        self._rng = state_dict.get("rng")
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, idx: int) -> None:
+        """On the first step after a resume, put the random generators where the interrupted run had them."""
+        if self._rng is not None:
+            set_rng_state(self._rng)
+            self._rng = None
 
     def _improved(self, value: float) -> bool:
         if math.isnan(value):

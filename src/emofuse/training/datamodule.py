@@ -5,7 +5,9 @@ Batching follows the data section: dynamic batches by total audio samples
 ``max_batch_samples`` is set and the dataset knows its items' lengths, else fixed-size batches.
 The samplers shard batches by the trainer's rank and world size themselves (Lightning's automatic
 ``DistributedSampler`` is turned off by the engine), give every rank the same number of batches, and
-reshuffle per epoch from ``(seed, epoch)`` so a resumed run sees the same order as an uninterrupted one.
+reshuffle per epoch from ``(seed, epoch)`` so a resumed run sees the same order as an uninterrupted one; the
+loaders' own random generator (worker seeds) also comes from ``(seed, epoch)``, so building a loader never draws
+from the global RNG that dropout uses.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import lightning as L
+import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from emofuse.config.schema import DataConfig
@@ -87,6 +90,9 @@ def make_loader(
         collate_fn=collate,
         num_workers=data.num_workers,
         persistent_workers=data.num_workers > 0,
+        # worker seeds come from (seed, epoch), not the global RNG: building a loader never shifts the training's
+        # random stream (dropout), so a run resumed at an epoch boundary draws what an uninterrupted one does
+        generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch),
     )
 
 
