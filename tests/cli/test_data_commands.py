@@ -136,3 +136,20 @@ def test_folds_groups_shorthand(tmp_path):
     assert len(json.loads(r.output)["folds"]) == 2
     r = runner.invoke(app, ["folds", str(out), "--protocol", "speaker-out", "--groups", "9"])
     assert r.exit_code != 0 and "groups=9" in r.output
+
+
+def test_validate_fails_on_unreadable_audio_and_on_an_empty_manifest(tmp_path):
+    good = tmp_path / "good.wav"
+    sf.write(good, np.full(1600, 0.1, np.float32), 16000)
+    (tmp_path / "empty.wav").write_bytes(b"")
+    (tmp_path / "header.wav").write_bytes(good.read_bytes()[:44])  # a header and no samples
+    (tmp_path / "text.wav").write_text("not audio at all")
+    m = tmp_path / "m.jsonl"
+    rows = [("g", "good.wav"), ("e", "empty.wav"), ("h", "header.wav"), ("t", "text.wav")]
+    m.write_text("".join(json.dumps({"id": i, "audio": a, "text": "hi"}) + "\n" for i, a in rows), encoding="utf-8")
+    r = runner.invoke(app, ["validate", str(m)])
+    assert r.exit_code == 1 and "bad audio: 3 (e, h, t)" in r.output, r.output
+    assert "empty.wav: file is empty" in r.output and "header.wav: no audio samples" in r.output
+    m.write_text("", encoding="utf-8")
+    r = runner.invoke(app, ["validate", str(m)])
+    assert r.exit_code == 2 and "m.jsonl: the manifest has no records" in r.output

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from emofuse.cli._common import console, err_console, handle_errors, print_json, print_wide
 from emofuse.data.corpora import CORPORA, PreparedCorpus, prepare
-from emofuse.data.manifest import read_manifest, validate_records, write_manifest
+from emofuse.data.manifest import read_manifest, unreadable_audio, validate_records, write_manifest
 from emofuse.utils.io import atomic_write_json
 
 __all__ = ["folds", "prepare_cmd", "validate"]
@@ -106,16 +106,21 @@ def validate(
     labels: str | None = typer.Option(None, "--labels", "-l", help="Label scheme whose classes are allowed."),
     json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
-    """Check a manifest: every record valid, audio present, transcripts non-empty, labels known, ids unique."""
+    """Check a manifest: records valid, audio present and readable, transcripts non-empty, labels known, ids unique."""
     from emofuse.data.labels import get_scheme
 
     records = read_manifest(manifest)
+    if not records:
+        raise ValueError(f"{manifest}: the manifest has no records")
     allowed = get_scheme(labels).classes if labels else None
     report = validate_records(records, labels=allowed, root=manifest.parent)
+    unreadable = unreadable_audio(records, manifest.parent)
+    report.bad_audio += [i for i in unreadable if i not in report.bad_audio]
+    report.notes += [f"unreadable audio: {why}" for why in unreadable.values()]
     if json_out:
         print_json(report.to_dict())
     else:
-        console.print(report.summary(), markup=False)
+        console.print(report.summary(), markup=False, soft_wrap=True)
     if not report.ok:
         raise typer.Exit(code=1)
 

@@ -302,6 +302,32 @@ def validate_records(
     return report
 
 
+def unreadable_audio(records: Sequence[Utterance], root: str | Path | None = None) -> dict[str, str]:
+    """``id -> reason`` for records whose audio file exists but is empty, has no samples or no readable header.
+
+    Reads file headers only (fast on a whole corpus); a file whose header is fine but whose data is damaged is
+    found when it is decoded (``emofuse extract`` lists those).
+    """
+    from emofuse.data.audio import AudioError, audio_info
+
+    bad: dict[str, str] = {}
+    for r in records:
+        path = r.audio_path(root)
+        if path is None or not path.is_file():
+            continue  # missing audio is reported as such
+        if path.stat().st_size == 0:
+            bad[r.id] = f"{path}: file is empty (0 bytes)"
+            continue
+        try:
+            info = audio_info(path)
+        except AudioError as e:
+            bad[r.id] = str(e)
+            continue
+        if not info["duration"] > 0:
+            bad[r.id] = f"{path}: no audio samples (header only)"
+    return bad
+
+
 def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
     """``(line number, raw line)`` of a text or gzip file; a damaged gzip stream is a :class:`ManifestError`."""
     opener: Any = gzip.open if path.suffix == ".gz" else open
