@@ -93,7 +93,7 @@ def test_header_names_the_table_row_and_the_paper_number(ds, row):
 
 @pytest.mark.parametrize(("ds", "row"), CASES)
 def test_settings_are_the_papers(ds, row):
-    cfg, _ = _load(ds, row)
+    cfg, text_of_file = _load(ds, row)
     _, _, model, field = ROWS[row]
     assert cfg.model.name == model and cfg.seeds == list(range(10))  # 10 runs per row (§3.6)
     assert cfg.data.labels == LABELS[ds] and get_scheme(cfg.data.labels).classes == ("neutral", "happy", "sad", "angry")
@@ -130,8 +130,10 @@ def test_settings_are_the_papers(ds, row):
         assert cfg.encoders.audio == (audio[0] if audio else None)
         assert cfg.encoders.text == (text[0] if text else None)
         opts = cfg.model.options
-        assert opts.get("audio_dim") == (audio[1] if audio else None)
-        assert opts.get("text_dim") == (text[1] if text else None)
+        for m, enc in (("audio", audio), ("text", text)):  # sizes come from the encoders; the header names the paper's
+            assert (f"{m}_dim" in opts and opts[f"{m}_dim"] is None) == (enc is not None)
+            if enc is not None:
+                assert f"{m}_dim: null  # read from encoders.{m} (the paper's: {enc[1]})" in text_of_file
         assert (opts["dim"], opts["num_heads"], opts["num_layers"]) == (30, 5, 5)  # MulT repo defaults (A22)
         if text and text[0] == "glove":
             assert str(cfg.encoders.text_options["path"]).endswith("glove.840B.300d.txt")
@@ -149,15 +151,25 @@ def test_dataset_shortcuts_are_the_cmd_rows():
         assert "# reproduces: Table 3 | " + DATASETS[ds] in (ROOT / f"{ds}.yaml").read_text(encoding="utf-8")
 
 
-def _tiny(cfg: ExperimentConfig) -> ExperimentConfig:
-    """The same config with tiny random teachers (the real ones are checked by name above)."""
+def _tiny(cfg: ExperimentConfig, glove: Path) -> ExperimentConfig:
+    """The same config with tiny random teachers and a tiny GloVe file (the real ones are checked by name above)."""
     over = {"audio_teacher": "tiny-wav2vec2", "text_teacher": "tiny-bert", "allow_random": True}
     opts = {k: over.get(k, v) for k, v in cfg.model.options.items()}
-    return cfg.model_copy(update={"model": cfg.model.model_validate({"name": cfg.model.name, **opts})})
+    tiny = {"facebook/wav2vec2-base": "tiny-wav2vec2", "bert-base-uncased": "tiny-bert"}
+    enc = cfg.encoders.model_copy(
+        update={
+            "audio": tiny.get(cfg.encoders.audio or "", cfg.encoders.audio),
+            "text": tiny.get(cfg.encoders.text or "", cfg.encoders.text),
+        }
+    )
+    if cfg.encoders.text == "glove":
+        enc.text_options = {"path": str(glove)}
+    model = cfg.model.model_validate({"name": cfg.model.name, **opts})
+    return cfg.model_copy(update={"model": model, "encoders": enc})
 
 
 @pytest.mark.slow
-def test_every_architecture_builds():
+def test_every_architecture_builds(tmp_path):
     import torch
 
     from emofuse.training.components import DefaultComponents
@@ -167,10 +179,17 @@ def test_every_architecture_builds():
     batch = {"features": {}}
     for ds, row in CASES:
         cfg, _ = _load(ds, row)
-        key = (cfg.model.name, tuple(sorted((k, str(v)) for k, v in cfg.model.options.items() if k != "temperature")))
+        key = (
+            cfg.model.name,
+            cfg.encoders.audio,
+            cfg.encoders.text,
+            tuple(sorted((k, str(v)) for k, v in cfg.model.options.items() if k != "temperature")),
+        )
         if key in built:
             continue
-        tiny = _tiny(cfg)
+        glove = tmp_path / "glove.txt"
+        glove.write_text("hello 0.1 0.2 0.3\nworld 0.4 0.5 0.6\n")
+        tiny = _tiny(cfg, glove)
         classes = get_scheme(cfg.data.labels).classes
         for stage in tiny.resolved_stages():
             model = comps.model(tiny, stage, classes)
@@ -178,7 +197,7 @@ def test_every_architecture_builds():
             built[key] = tuple(model.modalities)
             if cfg.model.name.startswith("mult"):  # frozen features of the configured sizes go through
                 for m in model.modalities:
-                    dim = cfg.model.options[f"{m}_dim"]
+                    dim = model.config[f"{m}_dim"]  # read from the encoder
                     batch["features"][m] = torch.randn(2, 5, dim)
                 out = model.eval()(batch)
                 assert out.logits is not None and out.logits.shape == (2, 4)

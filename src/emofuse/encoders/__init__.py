@@ -9,6 +9,7 @@ import importlib
 
 from emofuse.encoders._registry import (
     EncoderSpec,
+    MissingWeightsError,
     RandomInitWarning,
     Resolution,
     create_encoder,
@@ -27,6 +28,7 @@ __all__ = [
     "EncoderError",
     "EncoderOutput",
     "EncoderSpec",
+    "MissingWeightsError",
     "Provenance",
     "RandomInitWarning",
     "Resolution",

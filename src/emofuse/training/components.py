@@ -127,7 +127,10 @@ class DefaultComponents(Components):
         m = options.get("modality")  # single-modality models (probe): `input_dim: null` likewise
         if "input_dim" in options and options["input_dim"] is None and m in _MODALITIES and getattr(cfg.encoders, m):
             options["input_dim"] = int(self.encoder(cfg, m, str(getattr(cfg.encoders, m))).output_dim)
-        model = create_model(cfg.model.name, **options)
+        model = self._create(cfg, options)
+        read = self._feature_dims(cfg, model, options)
+        if read:  # the model's default size for a feature input differs from the configured encoder's: use it
+            model = self._create(cfg, {**options, **read})
         if cfg.model.pretrained is not None:
             load_weights(model, find_checkpoint(cfg.model.pretrained), strict=False)
         prov = getattr(model, "teacher_provenance", None)
@@ -137,6 +140,43 @@ class DefaultComponents(Components):
         if isinstance(prov, dict):
             self._provenance.update({f"model.{m}": p for m, p in prov.items()})
         return model
+
+    @staticmethod
+    def _create(cfg: ExperimentConfig, options: dict[str, Any]) -> EmotionModel:
+        from emofuse.encoders import MissingWeightsError
+
+        try:
+            return create_model(cfg.model.name, **options)
+        except MissingWeightsError as e:  # a teacher the model builds itself (CMD, MGCMA, probes)
+            raise e.with_fix("--set model.allow_random=true") from None
+
+    def _feature_dims(self, cfg: ExperimentConfig, model: EmotionModel, options: dict[str, Any]) -> dict[str, int]:
+        """Feature sizes the model must take from its encoders (``<m>_dim`` it left at its default).
+
+        Raises:
+            ValueError: The config sets ``model.<m>_dim`` to another size than the encoder gives here (a
+                stand-in of another width, another layer): names both sizes and the fix.
+        """
+        if cfg.encoders.inputs != "features":
+            return {}
+        read = {}
+        for m in _MODALITIES:
+            key, name = f"{m}_dim", getattr(cfg.encoders, m)
+            if not name or m in cfg.encoders.files or not isinstance(model.config.get(key), int):
+                continue
+            encoder = self.encoder(cfg, m, str(name))
+            dim = int(encoder.output_dim)
+            if options.get(key) is None:
+                if model.config[key] != dim:
+                    read[key] = dim
+            elif options[key] != dim:
+                prov = encoder.provenance
+                runs = f" (STAND-IN {prov.architecture})" if prov.stand_in else ""
+                raise ValueError(
+                    f"model.{key} is {options[key]}, but encoders.{m} {name!r} gives {dim}-d features here{runs}: "
+                    f"set model.{key}: null in the config to read it from the encoder (or --set model.{key}={dim})"
+                )
+        return read
 
     # ------------------------------------------------------------------------------- encoders
 
@@ -156,13 +196,21 @@ class DefaultComponents(Components):
 
     def encoder(self, cfg: ExperimentConfig, modality: str, name: str) -> Any:
         """The frozen encoder ``name`` (built once per process)."""
-        from emofuse.encoders import create_encoder
+        from emofuse.encoders import EncoderError, MissingWeightsError, create_encoder
 
         layer = cfg.encoders.audio_layer if modality == "audio" else cfg.encoders.text_layer
         options = dict(cfg.encoders.audio_options if modality == "audio" else cfg.encoders.text_options)
         key = (name, layer, cfg.encoders.allow_random, repr(sorted(options.items())))
         if key not in self._encoders:
-            enc = create_encoder(name, layer=layer, frozen=True, allow_random=cfg.encoders.allow_random, **options)
+            try:
+                enc = create_encoder(name, layer=layer, frozen=True, allow_random=cfg.encoders.allow_random, **options)
+            except MissingWeightsError as e:
+                raise e.with_fix("--set encoders.allow_random=true") from None
+            except EncoderError as e:
+                if "path" not in options:
+                    raise
+                key = f"encoders.{modality}_options.path"
+                raise EncoderError(f"{e} ({key} is {options['path']!r}; --set {key}=FILE)") from None
             if enc.modality != modality:
                 raise ValueError(f"encoders.{modality} = {name!r} is a {enc.modality} encoder")
             self._encoders[key] = enc
