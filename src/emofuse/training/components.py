@@ -209,8 +209,8 @@ class DefaultComponents(Components):
             except EncoderError as e:
                 if "path" not in options:
                     raise
-                key = f"encoders.{modality}_options.path"
-                raise EncoderError(f"{e} ({key} is {options['path']!r}; --set {key}=FILE)") from None
+                where = f"encoders.{modality}_options.path"
+                raise EncoderError(f"{e} ({where} is {options['path']!r}; --set {where}=FILE)") from None
             if enc.modality != modality:
                 raise ValueError(f"encoders.{modality} = {name!r} is a {enc.modality} encoder")
             self._encoders[key] = enc
