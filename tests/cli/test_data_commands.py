@@ -104,7 +104,10 @@ def test_validate_reports_problems_with_exit_code(tmp_path):
     r = runner.invoke(app, ["validate", str(m), "--labels", "iemocap4", "--json"])
     assert r.exit_code == 1
     rep = json.loads(r.output)
-    assert rep["missing_audio"] == ["a", "b"] and rep["empty_text"] == ["a"] and rep["unknown_labels"] == ["a"]
+    assert rep["missing_audio"] == ["a"] and rep["empty_text"] == ["a"] and rep["unknown_labels"] == ["a"]
+    assert rep["text_only"] == ["b"]  # audio: null is a text-only record, not a missing file
+    r = runner.invoke(app, ["validate", str(m), "--labels", "iemocap4", "--json", "--require-audio"])
+    assert r.exit_code == 1 and json.loads(r.output)["missing_audio"] == ["a", "b"]
     m.write_text('{"id": "a", "labl": "x"}\n', encoding="utf-8")
     r = runner.invoke(app, ["validate", str(m)])
     assert r.exit_code == 2 and "m.jsonl:1" in r.output and "labl" in r.output
@@ -153,3 +156,49 @@ def test_validate_fails_on_unreadable_audio_and_on_an_empty_manifest(tmp_path):
     m.write_text("", encoding="utf-8")
     r = runner.invoke(app, ["validate", str(m)])
     assert r.exit_code == 2 and "m.jsonl: the manifest has no records" in r.output
+
+
+MELD_HEADER = "Sr No.,Utterance,Speaker,Emotion,Sentiment,Dialogue_ID,Utterance_ID,Season,Episode,StartTime,EndTime"
+
+
+def _meld_csvs_only(root):
+    """MELD's three CSVs without any clip (what a text-only download holds)."""
+    root.mkdir()
+    for split, emotions in (("train", "joy sadness anger neutral"), ("dev", "joy anger"), ("test", "sadness")):
+        rows = [MELD_HEADER] + [
+            f'{i + 1},Line {i} of {split},Ross,{e},neutral,{i},0,1,1,"00:00:01,000","00:00:02,000"'
+            for i, e in enumerate(emotions.split())
+        ]
+        (root / f"{split}_sent_emo.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return root
+
+
+def test_text_only_corpus_names_the_flag_then_validates(tmp_path):
+    root, out = _meld_csvs_only(tmp_path / "MELD"), tmp_path / "meld" / "m.jsonl"
+    r = runner.invoke(app, ["prepare", "meld", str(root), "--out", str(out), "--labels", "meld4", "-q"])
+    assert r.exit_code == 2 and not out.exists()  # nothing written, so the retry needs no --overwrite
+    line = r.output.strip().replace("\n", " ")
+    assert "no records written: 7 labelled utterance(s)" in line and "--allow-missing-audio keeps their text" in line
+    r = runner.invoke(
+        app, ["prepare", "meld", str(root), "--out", str(out), "-l", "meld4", "-q", "--allow-missing-audio"]
+    )
+    assert r.exit_code == 0, r.output
+    assert "text only: 7 utterance(s) kept without audio" in r.output and "problems found" not in r.output
+    assert {rec.audio for rec in read_manifest(out)} == {None}
+    r = runner.invoke(app, ["validate", str(out), "--labels", "meld4"])
+    assert r.exit_code == 0 and "text only (audio: null): 7 record(s)" in r.output.replace("\n", " ")
+    assert runner.invoke(app, ["validate", str(out), "--require-audio"]).exit_code == 1
+
+
+def test_a_label_scheme_of_another_corpus_is_refused_by_name(tmp_path):
+    r = runner.invoke(app, ["prepare", "ravdess", str(tmp_path), "--labels", "iemocap4", "--out", str(tmp_path / "o")])
+    assert r.exit_code == 2
+    msg = r.output.replace("\n", " ")
+    assert "label scheme 'iemocap4' is iemocap's, not ravdess's" in msg and "ravdess takes: ravdess4, ravdess8" in msg
+
+
+def test_unknown_recipe_option_lists_the_valid_ones(tmp_path):
+    r = runner.invoke(app, ["prepare", "synthetic", str(tmp_path / "x"), "--option", "bogus=1"])
+    assert r.exit_code == 2 and "Traceback" not in r.output
+    msg = r.output.replace("\n", " ")
+    assert "prepare synthetic: unknown option(s) 'bogus'" in msg and "conflict_mode" in msg and "seed" in msg

@@ -101,11 +101,15 @@ def test_validation_report_counts_and_names(tmp_path):
         "unknown_labels": 1,
         "duplicates": 1,
         "missing_features": 0,
+        "text_only": 0,
     }
     assert rep.missing_audio == ["b", "c"] and rep.empty_text == ["c"]
     assert rep.unknown_labels == ["d"] and rep.duplicates == ["d"]
     assert not rep.ok
     assert "missing audio: 2 (b, c)" in rep.summary()
+    text_ok = validate_records(recs[:3], root=tmp_path, allow_text_only=True)  # audio: null is text only
+    assert text_ok.missing_audio == ["b"] and text_ok.text_only == ["c"] and text_ok.counts()["text_only"] == 1
+    assert "text only (audio: null): 1 record(s)" in text_ok.summary()
 
 
 def test_duration_and_audio_path(tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +72,8 @@ def prepare_cmd(
         out = root / "manifest.jsonl"
     kwargs = _parse_options(option)
     prep = prepare(corpus, root, labels=labels, allow_missing_audio=allow_missing_audio, progress=not quiet, **kwargs)
+    if not prep.records:  # nothing to write: say what was found and how to keep it, never an empty manifest
+        raise ValueError(_nothing_kept(prep, root, allow_missing_audio))
     new_text = "".join(r.to_json() + "\n" for r in prep.records)
     if out.exists() and not overwrite and out.suffix != ".gz" and out.read_text(encoding="utf-8") == new_text:
         console.print(f"manifest {out} is up to date ({len(prep.records)} records)", markup=False)
@@ -92,7 +95,10 @@ def prepare_cmd(
     if prep.dropped:
         dropped = ", ".join(f"{k}: {v}" for k, v in sorted(prep.dropped.items()))
         console.print(f"dropped (label not in scheme {prep.scheme}): {dropped}", markup=False)
-    if not prep.report.ok:
+    problems = replace(prep.report, missing_audio=[]) if allow_missing_audio else prep.report
+    if allow_missing_audio and prep.report.missing_audio:
+        console.print(f"text only: {len(prep.report.missing_audio)} utterance(s) kept without audio (audio: null)")
+    if not problems.ok:
         err_console.print(
             f"[yellow]problems found[/] (details in {escape(str(report_path))}):\n{escape(prep.report.summary())}"
         )
@@ -100,20 +106,36 @@ def prepare_cmd(
         console.print("\n".join(prep.report.notes), style="dim", markup=False)
 
 
+def _nothing_kept(prep: PreparedCorpus, root: Path, allow_missing_audio: bool) -> str:
+    """One line: why ``prepare`` kept no record, and the flag that keeps the text when the media are missing."""
+    missing = len(prep.report.missing_audio) + len(prep.report.bad_audio)
+    if missing and not allow_missing_audio:
+        return (
+            f"{prep.name}: no records written: {missing} labelled utterance(s) found under {root}, none with "
+            "readable audio; --allow-missing-audio keeps their text (a text-only manifest, audio: null)"
+        )
+    dropped = ", ".join(f"{k} {v}" for k, v in sorted(prep.dropped.items()))
+    why = f"every label is outside scheme {prep.scheme!r} ({dropped})" if dropped else "; ".join(prep.report.notes)
+    return f"{prep.name}: no records written from {root}: {why or 'no utterances found'}"
+
+
 @handle_errors
 def validate(
     manifest: Path = typer.Argument(..., help="Manifest to check."),
     labels: str | None = typer.Option(None, "--labels", "-l", help="Label scheme whose classes are allowed."),
+    require_audio: bool = typer.Option(
+        False, "--require-audio", help="Count text-only records (audio: null) as missing audio."
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
-    """Check a manifest: records valid, audio present and readable, transcripts non-empty, labels known, ids unique."""
+    """Check a manifest: records valid, audio present and readable (or null: text only), labels known, ids unique."""
     from emofuse.data.labels import get_scheme
 
     records = read_manifest(manifest)
     if not records:
         raise ValueError(f"{manifest}: the manifest has no records")
     allowed = get_scheme(labels).classes if labels else None
-    report = validate_records(records, labels=allowed, root=manifest.parent)
+    report = validate_records(records, labels=allowed, root=manifest.parent, allow_text_only=not require_audio)
     unreadable = unreadable_audio(records, manifest.parent)
     report.bad_audio += [i for i in unreadable if i not in report.bad_audio]
     report.notes += [f"unreadable audio: {why}" for why in unreadable.values()]

@@ -188,6 +188,8 @@ class ValidationReport:
         bad_audio: Ids whose audio exists but could not be decoded (filled by corpus preparation).
         missing_features: ``"<id> <modality>: <file>"`` for every feature reference whose file does not exist.
         notes: Free-form messages from preparation (skipped lines, malformed rows, ...).
+        text_only: Ids with ``audio=None`` when text-only records are allowed (not a problem: prepared with
+            ``--allow-missing-audio`` for text-only work).
     """
 
     total: int = 0
@@ -198,6 +200,7 @@ class ValidationReport:
     bad_audio: list[str] = field(default_factory=list)
     missing_features: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    text_only: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -221,6 +224,7 @@ class ValidationReport:
             "unknown_labels": len(self.unknown_labels),
             "duplicates": len(self.duplicates),
             "missing_features": len(self.missing_features),
+            "text_only": len(self.text_only),
         }
 
     def to_dict(self) -> dict[str, Any]:
@@ -233,6 +237,7 @@ class ValidationReport:
             "unknown_labels": self.unknown_labels,
             "duplicates": self.duplicates,
             "missing_features": self.missing_features,
+            "text_only": self.text_only,
             "notes": self.notes,
         }
 
@@ -246,6 +251,7 @@ class ValidationReport:
         self.duplicates += other.duplicates
         self.missing_features += other.missing_features
         self.notes += other.notes
+        self.text_only += other.text_only
         return self
 
     def summary(self, max_names: int = 5) -> str:
@@ -256,6 +262,11 @@ class ValidationReport:
             if ids:
                 shown = ", ".join(ids[:max_names]) + (" ..." if len(ids) > max_names else "")
                 lines.append(f"{kind.replace('_', ' ')}: {len(ids)} ({shown})")
+        if self.text_only:
+            lines.append(
+                f"text only (audio: null): {len(self.text_only)} record(s), usable by text-only configs "
+                "(not a problem; --require-audio makes them one)"
+            )
         lines.extend(self.notes)
         return "\n".join(lines)
 
@@ -266,6 +277,7 @@ def validate_records(
     root: str | Path | None = None,
     check_audio: bool = True,
     check_features: bool = True,
+    allow_text_only: bool = False,
 ) -> ValidationReport:
     """Check a set of records for missing audio, empty text, unknown labels and duplicate ids.
 
@@ -277,6 +289,7 @@ def validate_records(
             missing audio).
         check_features: Whether to test that the files of :attr:`Utterance.features` exist (an absent
             modality, ``null`` or left out, is not a problem).
+        allow_text_only: Records with ``audio=None`` are text-only (``report.text_only``), not missing audio.
 
     Returns:
         A :class:`ValidationReport`.
@@ -286,7 +299,9 @@ def validate_records(
     seen: Counter[str] = Counter(r.id for r in records)
     report.duplicates = sorted(i for i, n in seen.items() if n > 1)
     for r in records:
-        if check_audio:
+        if check_audio and allow_text_only and r.audio is None:
+            report.text_only.append(r.id)
+        elif check_audio:
             p = r.audio_path(root)
             if p is None or not p.is_file():
                 report.missing_audio.append(r.id)

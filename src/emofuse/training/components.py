@@ -286,6 +286,11 @@ class DefaultComponents(Components):
             warnings.simplefilter("ignore")
             probe_model = self.model(cfg, stages[0], _classes_of(records))
         for m, name in self.encoder_names(cfg, probe_model).items():
+            if m == "audio" and records and all(r.audio is None for r in records):
+                raise ValueError(
+                    f"{cfg.data.manifest}: a text-only manifest (all {len(records)} records have audio: null), but "
+                    f"this config reads audio ({name!r}); use a text-only config, or prepare the corpus with its audio"
+                )
             self.store(cfg, self.encoder(cfg, m, name), records)
 
     # -------------------------------------------------------------------------------- dataset

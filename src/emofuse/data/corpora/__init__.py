@@ -8,13 +8,15 @@ Each recipe parses the corpus in its real on-disk layout, maps labels with a
 from __future__ import annotations
 
 import importlib
+import inspect
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from emofuse.data.corpora._base import CorpusError, PreparedCorpus
 
-__all__ = ["CORPORA", "CorpusError", "PreparedCorpus", "get_recipe", "prepare"]
+__all__ = ["CORPORA", "CorpusError", "PreparedCorpus", "get_recipe", "prepare", "recipe_options", "scheme_owner"]
 
 # name -> (module, function); modules are imported lazily so optional readers (h5py) load on use.
 CORPORA: dict[str, tuple[str, str]] = {
@@ -44,9 +46,48 @@ def get_recipe(corpus: str) -> Callable[..., PreparedCorpus]:
     return getattr(importlib.import_module(module), fn)
 
 
+def recipe_options(corpus: str) -> list[str]:
+    """The keyword options of a corpus' recipe (everything but ``root``)."""
+    params = inspect.signature(get_recipe(corpus)).parameters
+    return [n for n, p in params.items() if n != "root" and p.kind is not inspect.Parameter.VAR_KEYWORD]
+
+
+def scheme_owner(scheme: str) -> str | None:
+    """The corpus a label scheme was made for (its name starts with the corpus': ``iemocap4`` → ``iemocap``).
+
+    ``None`` for schemes shared by corpora (``sentiment2``, ``sentiment7``).
+    """
+    owners = [c for c in CORPORA if c != "csv" and re.match(rf"{re.escape(c)}(\d|-|$)", scheme)]
+    return max(owners, key=len) if owners else None
+
+
 def prepare(corpus: str, root: str | Path, **kwargs: Any) -> PreparedCorpus:
-    """Prepare ``corpus`` found at ``root``; keyword arguments go to its recipe."""
-    return get_recipe(corpus)(root, **kwargs)
+    """Prepare ``corpus`` found at ``root``; keyword arguments go to its recipe.
+
+    Raises:
+        ValueError: An unknown corpus or option (the recipe's options are listed), or the label scheme of
+            another corpus (``labels="iemocap4"`` for RAVDESS: its raw labels would mostly be dropped).
+    """
+    recipe = get_recipe(corpus)
+    valid = recipe_options(corpus)
+    unknown = [k for k in kwargs if k not in valid]
+    if unknown and not any(
+        p.kind is inspect.Parameter.VAR_KEYWORD for p in inspect.signature(recipe).parameters.values()
+    ):
+        raise ValueError(
+            f"prepare {corpus}: unknown option(s) {', '.join(map(repr, unknown))}; options: {', '.join(valid)}"
+        )
+    labels = kwargs.get("labels")
+    owner = scheme_owner(labels) if isinstance(labels, str) and corpus != "csv" else None
+    if owner is not None and owner != corpus:
+        from emofuse.data.labels import list_schemes
+
+        own = [s for s in list_schemes() if scheme_owner(s) in (corpus, None)]
+        raise ValueError(
+            f"label scheme {labels!r} is {owner}'s, not {corpus}'s (its raw labels differ, most utterances would be "
+            f"dropped); {corpus} takes: {', '.join(own)}"
+        )
+    return recipe(root, **kwargs)
 
 
 def _import_all() -> None:

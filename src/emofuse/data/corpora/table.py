@@ -202,7 +202,11 @@ class RecordBuilder:
     def _count_note(self, kind: str, ids: list[str], by: Counter[str]) -> list[str]:
         if not ids:
             return []
-        fate = "kept with audio=None" if self.allow_missing_audio else "dropped; allow_missing_audio=True keeps them"
+        fate = (
+            "kept with audio=None"
+            if self.allow_missing_audio
+            else "dropped; --allow-missing-audio (allow_missing_audio=True) keeps them"
+        )
         groups = [g for g in by if g]
         per = f" ({', '.join(f'{g} {by[g]}' for g in groups)})" if groups else ""
         return [f"{kind}: {len(ids)} utterance(s){per}, {fate}"]
