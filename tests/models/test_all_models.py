@@ -76,7 +76,7 @@ def batch():
 
 def for_model(model, batch):
     """Dialogue-level models (CM-RoBERTa) get dialogues: (B, N, D) utterance vectors, one label per valid turn."""
-    if not getattr(model, "dialogue_level", False):
+    if not model.dialogue_level:
         return batch
     g = torch.Generator().manual_seed(1)
     mask = torch.tensor([[True, True, True, True], [True, True, False, False]])  # 2 dialogues, 6 utterances
@@ -137,3 +137,17 @@ def test_rebuild_from_config(name, batch):
 
 def _scores(out):
     return out.values if out.values is not None else out.logits
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_declared_capabilities_match_the_forward(name, batch):
+    model = quiet(create_model, name, **tiny_kwargs(name)).eval()
+    caps = model.capabilities()
+    assert caps.modalities == tuple(model.modalities) and set(caps.encoders) <= set(caps.modalities)
+    assert caps.level == ("dialogue" if model.dialogue_level else "utterance")
+    b = for_model(model, batch)
+    # a model reads only what its input kind declares: the other inputs are removed
+    drop = ("features",) if caps.input_kind == "raw" else ("audio", "text")
+    out = model({k: v for k, v in b.items() if k not in drop})
+    assert (out.values is not None) == (caps.target == "regression")
+    assert (out.logits is not None) == (caps.target == "classification")

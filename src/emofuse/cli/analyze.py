@@ -152,7 +152,7 @@ def analyze(
         raise FileNotFoundError(f"manifest not found: {manifest}")
     dev = parse_device(device)
     model, meta = load_checkpoint(ckpt, map_location=dev)
-    if set(getattr(model, "modalities", ())) != set(_MODALITIES) or not model.config.get("with_head", True):
+    if set(model.modalities) != set(_MODALITIES) or not model.config.get("with_head", True):
         raise ValueError(f"{ckpt}: the analyses need a fine-tuned audio+text model, got {model.model_name!r}")
     records = [r for r in read_manifest(manifest) if r.label is not None]
     if cfg is not None:  # the run's transcripts (data.text_field: gold text or ASR)

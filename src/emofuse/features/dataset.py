@@ -17,11 +17,12 @@ from torch.utils.data import Dataset
 
 from emofuse.data.manifest import Utterance
 from emofuse.features.cache import FeatureStore
+from emofuse.losses.classification import IGNORE_INDEX
 
 __all__ = ["IGNORE_LABEL", "CachedFeatureDataset", "collate_features"]
 
 #: Label value of unlabelled items in a collated batch (``nn.CrossEntropyLoss``'s default ``ignore_index``).
-IGNORE_LABEL = -100
+IGNORE_LABEL = IGNORE_INDEX  # one definition: losses.classification
 
 #: One store, several, or several by name.
 Stores = FeatureStore | Sequence[FeatureStore] | Mapping[str, FeatureStore]

@@ -168,6 +168,8 @@ class CMDStudent(EmotionModel):
         allow_random: Let ``"auto"`` fall back to random init (with a warning).
     """
 
+    input_kind = "raw"
+
     def __init__(
         self,
         audio_teacher: str = "facebook/wav2vec2-base",

@@ -175,6 +175,8 @@ class ConflictNet(EmotionModel):
     """
 
     modalities = ("audio",)
+    input_kind = "raw"
+    target_kind = "regression"
 
     def __init__(
         self,

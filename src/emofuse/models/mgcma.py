@@ -137,6 +137,7 @@ class MGCMA(EmotionModel):
     """
 
     modalities = _MODALITIES
+    input_kind = "raw"
 
     def __init__(
         self,

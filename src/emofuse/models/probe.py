@@ -87,6 +87,7 @@ class LinearProbe(EmotionModel):
             num_layers=num_layers,
         )
         self.modalities = (modality,)  # type: ignore[misc]  # instance-level: this model's variant
+        self.input_kind = "raw" if encoder is not None else "features"  # type: ignore[misc]  # holds its encoder
         self.modality = modality
         self.pooling = pooling
         self.num_layers = num_layers

@@ -106,6 +106,8 @@ class SEW(EmotionModel):
         num_outputs: Regression targets.
     """
 
+    target_kind = "regression"
+
     def __init__(
         self,
         weak: str = "audio",
@@ -264,6 +266,8 @@ class SeqUnimodal(EmotionModel):
         **branch: :class:`SeqBranch` options (``dim``, ``num_heads``, ``dropout``, ...).
     """
 
+    target_kind = "regression"
+
     def __init__(
         self, modality: str = "audio", input_dim: int = 88, gru_layers: int = 2, sequence: str = "frames", **branch: Any
     ) -> None:
@@ -274,7 +278,7 @@ class SeqUnimodal(EmotionModel):
         self.config = {
             "modality": modality, "input_dim": input_dim, "gru_layers": gru_layers, "sequence": sequence, **branch
         }  # fmt: skip
-        self.dialogue_level = _check_sequence(sequence) == "dialogue"
+        self.dialogue_level = _check_sequence(sequence) == "dialogue"  # type: ignore[misc]  # per instance
         self.modality = modality
         self.modalities = (modality,)  # type: ignore[misc]
         self.branch = SeqBranch(input_dim, gru_layers, **branch)
@@ -310,6 +314,8 @@ class SeqSEW(EmotionModel):
         **branch: :class:`SeqBranch` options shared by teacher and student.
     """
 
+    target_kind = "regression"
+
     def __init__(
         self,
         weak: str = "audio",
@@ -325,7 +331,7 @@ class SeqSEW(EmotionModel):
         **branch: Any,
     ) -> None:
         super().__init__()
-        self.dialogue_level = _check_sequence(sequence) == "dialogue"
+        self.dialogue_level = _check_sequence(sequence) == "dialogue"  # type: ignore[misc]  # per instance
         if phase not in ("teacher", "student"):
             raise ValueError(f"phase must be 'teacher' or 'student', got {phase!r}")
         if weak == strong:

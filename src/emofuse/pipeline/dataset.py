@@ -53,11 +53,12 @@ from emofuse.data.audio import SAMPLE_RATE, AudioError, audio_info, load_audio
 from emofuse.data.labels import LabelScheme
 from emofuse.data.manifest import Utterance
 from emofuse.encoders.base import Encoder
+from emofuse.losses.classification import IGNORE_INDEX
 
 __all__ = ["IGNORE_LABEL", "DatasetItemError", "MultimodalDataset", "pad_sequences", "target_value"]
 
 #: Label of unlabelled items in a batch (PyTorch's ``ignore_index`` default).
-IGNORE_LABEL = -100
+IGNORE_LABEL = IGNORE_INDEX  # one definition: losses.classification
 
 
 class _Store(Protocol):

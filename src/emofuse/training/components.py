@@ -133,12 +133,8 @@ class DefaultComponents(Components):
             model = self._create(cfg, {**options, **read})
         if cfg.model.pretrained is not None:
             load_weights(model, find_checkpoint(cfg.model.pretrained), strict=False)
-        prov = getattr(model, "teacher_provenance", None)
-        if isinstance(prov, dict):
-            self._provenance.update({f"embedding.{m}": p for m, p in prov.items()})
-        prov = getattr(model, "encoder_provenance", None)  # models that fine-tune whole encoders (MGCMA)
-        if isinstance(prov, dict):
-            self._provenance.update({f"model.{m}": p for m, p in prov.items()})
+        self._provenance.update({f"embedding.{m}": p for m, p in model.teacher_provenance.items()})
+        self._provenance.update({f"model.{m}": p for m, p in model.encoder_provenance.items()})  # MGCMA
         return model
 
     @staticmethod
@@ -183,12 +179,11 @@ class DefaultComponents(Components):
     def encoder_names(self, cfg: ExperimentConfig, model: EmotionModel) -> dict[str, str]:
         """Encoder name per modality the model consumes (config first, then the model's own teacher)."""
         names: dict[str, str] = {}
-        for m in getattr(model, "modalities", ()) or ():
+        own = model.encoder_names()
+        for m in model.modalities:
             if m not in _MODALITIES or m in cfg.encoders.files:
                 continue
-            name = getattr(cfg.encoders, m) or model.config.get(f"{m}_teacher") or model.config.get(f"{m}_encoder")
-            if name is None and model.config.get("modality") == m:
-                name = model.config.get("encoder")
+            name = getattr(cfg.encoders, m) or own.get(m)
             if name is None:
                 raise ValueError(f"no {m} encoder: set encoders.{m} in the config (model {model.model_name!r})")
             names[m] = str(name)
@@ -315,7 +310,7 @@ class DefaultComponents(Components):
         if cfg.encoders.standardize:
             from emofuse.pipeline.standardize import FeatureStatsError, standardize_stores
 
-            stats = getattr(model, "feature_stats", None)
+            stats = model.feature_stats
             absent = sorted(set(cfg.encoders.standardize) - set(stats or {}))
             if absent:
                 raise FeatureStatsError(
@@ -323,7 +318,7 @@ class DefaultComponents(Components):
                     "(a checkpoint trained without standardisation, or fit_feature_stats was not run)"
                 )
             features = standardize_stores(features, stats)
-        if getattr(model, "dialogue_level", False):  # context models (CM-RoBERTa): one item = one dialogue
+        if model.dialogue_level:  # context models (CM-RoBERTa): one item = one dialogue
             from emofuse.pipeline.dialogue import DialogueDataset, form_dialogues
 
             if raw:
@@ -359,7 +354,7 @@ class DefaultComponents(Components):
         encoders = {m: self.encoder(cfg, m, n) for m, n in self.encoder_names(cfg, model).items()}
         root = Path(cfg.data.manifest).parent if cfg.data.manifest is not None else None
         stores = self._feature_stores(cfg, encoders, records, root)
-        pooled = bool(getattr(model, "dialogue_level", False))
+        pooled = model.dialogue_level
         return fit_feature_stats(stores, [r.id for r in records], cfg.encoders.standardize, pooled=pooled)
 
     def _feature_stores(

@@ -19,6 +19,7 @@ from torch.utils.data import Dataset
 
 from emofuse.config.schema import DataConfig, ExperimentConfig
 from emofuse.data.manifest import Utterance, read_manifest
+from emofuse.losses.classification import IGNORE_INDEX
 from emofuse.metrics import aggregate, classification_metrics, mult_f1, regression_metrics
 from emofuse.metrics.tables import f1_conventions, headline_metric
 from emofuse.models.base import EmotionModel, ModelOutput
@@ -43,7 +44,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-_IGNORE = -100
 
 
 def _to(obj: Any, device: torch.device) -> Any:
@@ -206,7 +206,7 @@ def score(predictions: Mapping[str, Any], classes: Sequence[str]) -> dict[str, A
     labels = predictions["labels"]
     if labels is None:
         return {}
-    keep = labels != _IGNORE
+    keep = labels != IGNORE_INDEX
     y = [classes[i] for i in labels[keep].tolist()]
     p = [classes[i] for i in predictions["probs"][keep].argmax(-1).tolist()]
     if not y:
@@ -222,7 +222,7 @@ def write_predictions(path: str | Path, predictions: Mapping[str, Any], classes:
     labels = predictions["labels"]
     for i, utt in enumerate(predictions["ids"]):
         row = predictions["probs"][i]
-        lab = None if labels is None or int(labels[i]) == _IGNORE else classes[int(labels[i])]
+        lab = None if labels is None or int(labels[i]) == IGNORE_INDEX else classes[int(labels[i])]
         pred = classes[int(row.argmax())]
         lines.append(json.dumps({"id": utt, "label": lab, "pred": pred, "probs": [round(float(x), 6) for x in row]}))
     return atomic_write(path, "".join(line + "\n" for line in lines))

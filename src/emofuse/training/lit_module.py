@@ -30,12 +30,12 @@ import torch
 from torch import Tensor, nn
 
 from emofuse.config.schema import OptimConfig
+from emofuse.losses.classification import IGNORE_INDEX
 from emofuse.metrics import classification_metrics, mult_f1, regression_metrics
 
 __all__ = ["TaskModule", "TrainingDiverged", "build_optimizer", "build_scheduler", "lr_factor", "resolve_mode"]
 
 _OUTPUT_KEYS = ("logits", "probs", "labels", "preds", "targets")
-_IGNORE = -100
 
 
 class TrainingDiverged(ValueError):
@@ -274,7 +274,7 @@ class TaskModule(L.LightningModule):
         labels = predictions["labels"]
         if labels is None or self.classes is None:
             return {}
-        keep = labels != _IGNORE
+        keep = labels != IGNORE_INDEX
         if not bool(keep.any()):
             return {}
         y = labels[keep].tolist()
