@@ -28,6 +28,13 @@ def test_models_json_lists_every_model_with_paper_counts():
     assert rows["cmd_student_audio"]["branches"] == {"audio": 4_595_456 + 24_576 + 3 * 12_704, "head": 1_188}
     assert rows["cmd_student_text"]["branches"] == {"text": 23_837_184 + 24_576 + 3 * 12_704, "head": 1_188}
     assert set(rows["mult"]["branches"]) == {"audio", "text", "head"}
+    # declared capabilities and what each family serves / exports
+    assert rows["cmd_student"]["capabilities"]["input_kind"] == "raw" and rows["cmd_student"]["export"] == "yes"
+    assert rows["mult"]["capabilities"]["input_kind"] == "features" and rows["mult"]["export"].startswith("no: ")
+    assert rows["cm_roberta"]["capabilities"]["level"] == "dialogue"
+    assert rows["conflictnet"]["capabilities"]["target"] == "regression"
+    assert rows["tri_fusion_cross"]["predict"].startswith("no: reads video")
+    assert all(row["export"] == "yes" or row["export"].startswith("no: ") for row in rows.values())
 
 
 def test_models_filter_and_table():

@@ -169,7 +169,7 @@ def test_bad_input_is_one_line(run, corpus, tmp_path):
     fails([str(corrupt), good], "not a readable safetensors checkpoint")
     probe = create_model("probe", modality="text", input_dim=8, num_classes=4)
     path = save_checkpoint(probe, tmp_path / "probe" / "best.safetensors", {"classes": list("abcd")})
-    fails([str(path), good], "reads cached encoder features")
+    fails([str(path), good], "no ['text'] encoder recorded for model 'probe'")
     fails([str(run), good, "--text", "  "], "--text is empty")
     table = tmp_path / "t.csv"
     table.write_text("path,text\na.wav,\n")

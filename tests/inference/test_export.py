@@ -113,7 +113,7 @@ def test_never_overwrites_without_permission(predictor, exported):
 
 def test_unexportable_models(tmp_path):
     probe = create_model("probe", modality="text", input_dim=8, num_classes=4)
-    with pytest.raises(ExportError, match="only CMD students"):
+    with pytest.raises(ExportError, match="cannot be exported to ONNX: reads frozen encoder features"):
         export_onnx(probe, tmp_path / "p.onnx")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -147,9 +147,11 @@ def test_export_command(run, tmp_path):
     res = runner.invoke(app, ["export", str(tmp_path / "nope"), "--onnx", str(tmp_path / "x.onnx")])
     assert res.exit_code == 2 and "checkpoint not found" in res.output
     probe = create_model("probe", modality="text", input_dim=8, num_classes=2)
-    path = save_checkpoint(probe, tmp_path / "probe" / "best.safetensors", {"classes": ["a", "b"]})
+    meta = {"classes": ["a", "b"], "inputs": {"text": "tiny-bert", "allow_random": True}}
+    path = save_checkpoint(probe, tmp_path / "probe" / "best.safetensors", meta)
     res = runner.invoke(app, ["export", str(path), "--onnx", str(tmp_path / "x.onnx")])
-    assert res.exit_code == 2 and "reads cached encoder features" in res.output and len(res.output.splitlines()) <= 3
+    assert res.exit_code == 2 and "cannot be exported to ONNX: reads frozen encoder features" in res.output
+    assert len(res.output.splitlines()) <= 3
 
 
 def test_whisper_student(tmp_path):

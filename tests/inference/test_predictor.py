@@ -154,7 +154,7 @@ def test_bad_input_is_a_clear_error(run, predictor, tmp_path, corpus):
         Predictor.from_checkpoint(corrupt.parent)
     probe = create_model("probe", modality="text", input_dim=8, num_classes=4)
     path = save_checkpoint(probe, tmp_path / "probe" / "best.safetensors", {"classes": list("abcd")})
-    with pytest.raises(CheckpointError, match="'probe' model reads cached encoder features"):
+    with pytest.raises(CheckpointError, match=r"no \['text'\] encoder recorded for model 'probe'"):
         Predictor.from_checkpoint(path)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -33,12 +33,16 @@ def export(
     Inputs are the teachers' preprocessed audio and token ids (batch and time axes dynamic); the output is the
     class probabilities in the checkpoint's class order (stored in the model's metadata as 'classes').
     """
-    from emofuse.inference.export import OnnxStudent, export_onnx, verify_onnx
+    from emofuse.inference.export import ExportError, OnnxStudent, export_onnx, verify_onnx
     from emofuse.inference.predictor import Predictor
 
     if onnx.exists() and not overwrite:
         raise FileExistsError(f"{onnx} already exists; pass --overwrite to replace it")
     predictor = Predictor.from_checkpoint(checkpoint)
+    if predictor.model.export_limit is not None:  # see `emofuse models` for every family
+        raise ExportError(
+            f"model {predictor.model.model_name!r} cannot be exported to ONNX: {predictor.model.export_limit}"
+        )
     err_console.print(f"checkpoint: {predictor.checkpoint} ({predictor.selection})", highlight=False, markup=False)
     model = predictor.model
     meta = {

@@ -1,4 +1,9 @@
-"""``emofuse models``: every registered model with its parameter counts (total and per branch)."""
+"""``emofuse models``: every registered model with its parameter counts, declared capabilities and what it serves.
+
+Each row says what the family reads (modalities, raw input or encoder features, utterance or dialogue level),
+what it outputs (classes or values), whether ``emofuse predict`` / ``serve`` can score it from audio and text, and
+whether ``emofuse export --onnx`` can export it (with the reason when not).
+"""
 
 from __future__ import annotations
 
@@ -34,6 +39,8 @@ def _count(name: str) -> dict[str, Any]:
         except Exception:  # noqa: BLE001 - retry for real on the CPU
             model = create_model(name)
             device = "cpu"
+    caps = model.capabilities()
+    other = [m for m in caps.modalities if m not in ("audio", "text")]
     return {
         "name": name,
         "class": type(model).__name__,
@@ -41,6 +48,9 @@ def _count(name: str) -> dict[str, Any]:
         "trainable": model.num_parameters(trainable_only=True),
         "branches": model.branch_parameters(),
         "built_on": device,
+        "capabilities": caps.to_dict(),
+        "predict": f"no: reads {', '.join(other)} features from feature files" if other else "yes",
+        "export": "yes" if model.export_limit is None else f"no: {model.export_limit}",
     }
 
 
@@ -80,12 +90,17 @@ def models(
         console.print(f"no registered model matches {filter_!r}", markup=False)
         return
     table = Table(title="Registered models (default configs)")
-    for col, justify in (("model", "left"), ("total", "right"), ("exact", "right"), ("branches", "left")):
-        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+    cols = ("model", "total", "exact", "branches", "reads", "predict / serve", "export --onnx")
+    for col in cols:
+        table.add_column(col, justify="right" if col in ("total", "exact") else "left")
     for r in rows:
         if "error" in r:
-            table.add_row(r["name"], "-", "-", f"[red]{escape(r['error'])}[/]")
+            table.add_row(r["name"], "-", "-", f"[red]{escape(r['error'])}[/]", "", "", "")
             continue
         branches = ", ".join(f"{b} {_fmt(n)}" for b, n in r["branches"].items())
-        table.add_row(r["name"], _fmt(r["total"]), f"{r['total']:,}", branches)
+        c = r["capabilities"]
+        reads = f"{'+'.join(c['modalities'])} {c['input_kind']}, {c['level']}, {c['target']}"
+        table.add_row(
+            r["name"], _fmt(r["total"]), f"{r['total']:,}", branches, reads, escape(r["predict"]), escape(r["export"])
+        )
     print_wide(table)

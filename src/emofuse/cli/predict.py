@@ -1,4 +1,8 @@
-"""``emofuse predict``: emotion label and class probabilities for audio files, folders or a manifest."""
+"""``emofuse predict``: emotion label and class probabilities (values for regression models) of audio files.
+
+Any model family that reads audio and text works (``emofuse models`` lists which do); a dialogue-level model scores
+each file as a one-turn dialogue (use :meth:`~emofuse.inference.Predictor.predict_dialogue` for conversations).
+"""
 
 from __future__ import annotations
 
@@ -121,13 +125,17 @@ def _table(rows: list[dict[str, Any]], classes: list[str], show_text: bool) -> T
     t.add_column("label", style="bold")
     for c in classes:
         t.add_column(c, justify="right")
+    if not classes:  # a regression model: its continuous outputs
+        t.add_column("values", justify="right")
     if show_text:
         t.add_column("transcript", overflow="fold")
     for r in rows:
-        best = r["label"]
+        best = r["label"] or ""
         cells = [
             f"[bold]{r['probabilities'][c]:.3f}[/]" if c == best else f"{r['probabilities'][c]:.3f}" for c in classes
         ]
+        if not classes:
+            cells = [", ".join(f"{v:.4f}" for v in r.get("values") or [])]
         extra = []
         if show_text:
             text = r.get("transcript") or ""
@@ -143,9 +151,8 @@ def _window_table(row: dict[str, Any], classes: list[str]) -> Table:
     for c in classes:
         t.add_column(c, justify="right")
     for w in row["windows"]:
-        t.add_row(
-            f"{w['start']:.2f}-{w['end']:.2f}", escape(w["label"]), *(f"{w['probabilities'][c]:.3f}" for c in classes)
-        )
+        probs = (f"{w['probabilities'][c]:.3f}" for c in classes)
+        t.add_row(f"{w['start']:.2f}-{w['end']:.2f}", escape(w["label"] or ""), *probs)
     return t
 
 
@@ -154,9 +161,9 @@ def _write_csv(path: Path, rows: list[dict[str, Any]], failures: list[dict[str, 
 
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(["file", "label", *classes, "transcript", "from_asr", "duration", "windows", "error"])
+    w.writerow(["file", "label", *(classes or ["values"]), "transcript", "from_asr", "duration", "windows", "error"])
     for r in rows:
-        probs = [f"{r['probabilities'][c]:.6f}" for c in classes]
+        probs = [f"{r['probabilities'][c]:.6f}" for c in classes] or [" ".join(f"{v:.6f}" for v in r["values"])]
         w.writerow(
             [
                 r["file"],
@@ -170,7 +177,7 @@ def _write_csv(path: Path, rows: list[dict[str, Any]], failures: list[dict[str, 
             ]
         )
     for f in failures:
-        w.writerow([f["file"], "", *([""] * len(classes)), "", "", "", "", f["error"]])
+        w.writerow([f["file"], "", *([""] * max(1, len(classes))), "", "", "", "", f["error"]])
     atomic_write(path, buf.getvalue().encode("utf-8"))
 
 

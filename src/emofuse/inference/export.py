@@ -152,8 +152,11 @@ class OnnxStudent(nn.Module):
 
     def __init__(self, model: nn.Module, token_types: bool | None = None) -> None:
         super().__init__()
+        from emofuse.models.base import EmotionModel
         from emofuse.models.cmd_student import CMDStudent
 
+        if isinstance(model, EmotionModel) and model.export_limit is not None:
+            raise ExportError(f"model {model.model_name!r} cannot be exported to ONNX: {model.export_limit}")
         if not isinstance(model, CMDStudent):
             raise ExportError(f"only CMD students can be exported to ONNX, got {type(model).__name__}")
         if not model.config.get("with_head", True):

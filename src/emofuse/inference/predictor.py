@@ -1,8 +1,14 @@
-"""Predict emotions from audio (and a transcript) with a trained CMD student — no training code, no Lightning.
+"""Predict emotions from audio (and a transcript) with any trained model — no training code, no Lightning.
 
-:class:`Predictor` rebuilds the student from its checkpoint alone (:func:`~emofuse.models.checkpoint.load_checkpoint`),
-rebuilds the teachers' preprocessing the student was trained on (wav2vec 2.0 normalisation, the tokenizer), and runs
-under :func:`torch.inference_mode`. Without a transcript it transcribes with the packaged Whisper tiny.en
+:class:`Predictor` rebuilds the model from its checkpoint alone (:func:`~emofuse.models.checkpoint.load_checkpoint`),
+rebuilds the inputs it was trained on (:class:`~emofuse.inference.inputs.ModelInputs`: the teachers' preprocessing
+for models that embed raw input, such as CMD students; the frozen encoders, their policy and the standardisation
+statistics for models that read encoder features, such as MulT, probes and CM-RoBERTa), and runs under
+:func:`torch.inference_mode`. Classifiers give class probabilities; regression models (ConflictNET, SEW) give
+``values``. Dialogue-level models (CM-RoBERTa) score an ordered list of utterances with
+:meth:`Predictor.predict_dialogue`; a single clip is a one-turn dialogue. Batched prediction
+(:meth:`Predictor.predict_batch`) gives the probabilities of one clip at a time: feature encoders run per clip and
+the models mask their padding. Without a transcript it transcribes with the packaged Whisper tiny.en
 (:class:`~emofuse.inference.asr.Transcriber`, ``pip install 'emofuse[asr]'``).
 
 Long recordings are cut into windows of ``window`` seconds every ``hop`` seconds (the last window is aligned to the
@@ -42,13 +48,11 @@ import torch
 from torch import Tensor
 
 from emofuse.data.audio import SAMPLE_RATE, AudioError, load_audio
+from emofuse.inference.inputs import ModelInputs
 from emofuse.models.checkpoint import CheckpointError, find_checkpoint, load_checkpoint, read_checkpoint_meta
 from emofuse.runs import Run, find_config, resolve_checkpoint
 
 __all__ = ["CheckpointError", "Prediction", "PredictionError", "Predictor", "WindowPrediction", "resolve_checkpoint"]
-
-#: Models that read raw audio/text through their teachers' preprocessing (everything else reads cached features).
-RAW_INPUT_CLASSES = ("emofuse.models.cmd_student.CMDStudent",)
 
 
 class PredictionError(ValueError):
@@ -62,16 +66,18 @@ class WindowPrediction:
     Attributes:
         start: Window start in seconds.
         end: Window end in seconds.
-        label: Most probable class.
-        probabilities: Class → probability, in the checkpoint's class order.
-        transcript: Text paired with the window (``None`` for audio-only students).
+        label: Most probable class (``None`` for regression models).
+        probabilities: Class → probability, in the checkpoint's class order (``{}`` for regression models).
+        transcript: Text paired with the window (``None`` for audio-only models).
+        values: Continuous outputs of regression models (``None`` for classifiers).
     """
 
     start: float
     end: float
-    label: str
+    label: str | None
     probabilities: dict[str, float]
     transcript: str | None = None
+    values: list[float] | None = None
 
 
 @dataclass
@@ -79,17 +85,18 @@ class Prediction:
     """The result for one recording.
 
     Attributes:
-        label: Most probable class of the aggregated probabilities.
+        label: Most probable class of the aggregated probabilities (``None`` for regression models).
         probabilities: Class → probability (mean over the windows), in the checkpoint's class order.
-        transcript: The transcript used (the given one, or the ASR output; ``None`` for audio-only students).
+        transcript: The transcript used (the given one, or the ASR output; ``None`` for audio-only models).
         from_asr: True when the transcript came from speech recognition.
         duration: Seconds of audio scored.
         windows: Per-window results (one for a recording no longer than the window).
         skipped_windows: Windows left out (ASR recognised nothing in them), as ``(start, end)``.
         source: The audio file, when one was given.
+        values: Mean continuous outputs over the windows (regression models; ``None`` for classifiers).
     """
 
-    label: str
+    label: str | None
     probabilities: dict[str, float]
     transcript: str | None
     from_asr: bool
@@ -97,10 +104,24 @@ class Prediction:
     windows: list[WindowPrediction] = field(default_factory=list)
     skipped_windows: list[tuple[float, float]] = field(default_factory=list)
     source: str | None = None
+    values: list[float] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict."""
         return asdict(self)
+
+
+@dataclass
+class _Clip:
+    """One recording on its way through :meth:`Predictor.predict_batch`."""
+
+    source: str | None
+    wav: np.ndarray
+    text: str | None
+    spans: list[tuple[int, int]]
+    texts: list[str | None]
+    keep: list[int]
+    from_asr: bool
 
 
 # ----------------------------------------------------------------------------------------------------- predictor
@@ -116,18 +137,21 @@ def _windows(n: int, sample_rate: int, window: float, hop: float) -> list[tuple[
     return [(s, s + w) for s in starts]
 
 
-def _seed_config(ckpt: Path) -> dict[str, Any]:
+def _run_config(ckpt: Path) -> dict[str, Any]:
     """The run's resolved config (``<seed>/config.yaml`` above a stage folder) as plain data, or ``{}``."""
     found = find_config(ckpt, levels=1)
     return Run(found.parent).config_doc() if found is not None else {}
 
 
+Audio = str | Path | np.ndarray | Tensor
+
+
 class Predictor:
-    """A trained CMD student with its preprocessing, ready to score recordings.
+    """A trained model with its inputs rebuilt, ready to score recordings.
 
     Args:
-        model: The student (a :class:`~emofuse.models.cmd_student.CMDStudent` with a classifier).
-        meta: Its checkpoint document (``classes``, ``encoders``, ...).
+        model: Any registered model (see :meth:`~emofuse.models.base.EmotionModel.capabilities`).
+        meta: Its checkpoint document (``classes``, ``encoders``, ``inputs``, ``feature_stats``, ...).
         checkpoint: The file it came from.
         selection: Why that file was chosen.
         window: Window length in seconds for long recordings.
@@ -138,9 +162,10 @@ class Predictor:
         trim_silence: Trim leading/trailing silence from loaded files (as the run's ``encoders.trim_silence`` did).
         trim_db: Silence threshold for trimming (the training pipeline's 60 dB).
         device: Device to run on.
+        recipe: The run's ``encoders`` section (default: the checkpoint's ``inputs``, else the run's config.yaml).
 
     Raises:
-        CheckpointError: The model does not read raw audio/text or has no classifier.
+        CheckpointError: A classifier without a head or class names, or inputs that cannot be rebuilt.
     """
 
     def __init__(
@@ -157,6 +182,7 @@ class Predictor:
         trim_silence: bool = False,
         trim_db: float = 60.0,
         device: str | torch.device = "cpu",
+        recipe: dict[str, Any] | None = None,
     ) -> None:
         if window <= 0 or hop <= 0:
             raise ValueError(f"window and hop must be positive seconds, got window={window}, hop={hop}")
@@ -165,7 +191,9 @@ class Predictor:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         where = checkpoint or "model"
-        if not meta.get("classes"):
+        self.capabilities = model.capabilities()
+        self.regression = self.capabilities.target == "regression"
+        if not self.regression and not meta.get("classes"):
             raise CheckpointError(f"{where}: the checkpoint stores no class names ('classes')")
         if not model.config.get("with_head", True):
             raise CheckpointError(
@@ -173,19 +201,22 @@ class Predictor:
             )
         self.model = model.to(device).eval()
         self.meta = meta
-        self.classes: list[str] = [str(c) for c in meta["classes"]]
-        if len(self.classes) != int(model.config.get("num_classes", len(self.classes))):
-            raise CheckpointError(
-                f"{where}: {len(self.classes)} class names for a {model.config['num_classes']}-class head"
-            )
+        self.classes: list[str] = [str(c) for c in meta.get("classes") or []]
+        heads = model.config.get("num_classes")
+        if not self.regression and heads is not None and len(self.classes) != int(heads):
+            raise CheckpointError(f"{where}: {len(self.classes)} class names for a {heads}-class head")
         self.checkpoint = checkpoint
         self.selection = selection
         self.window, self.hop, self.batch_size = float(window), float(hop), int(batch_size)
         self.trim_silence, self.trim_db = trim_silence, trim_db
         self.device = torch.device(device)
         self.modalities: tuple[str, ...] = tuple(model.modalities)
+        self.dialogue_level = self.capabilities.level == "dialogue"
         self._transcriber = transcriber
-        self.encoders = {m: self._preprocessor(m) for m in self.modalities}
+        if recipe is None:
+            recipe = meta.get("inputs") or (_run_config(checkpoint).get("encoders") if checkpoint else None) or {}
+        self.inputs = ModelInputs(model, meta, recipe, where, device)
+        self.encoders = self.inputs.encoders
 
     @classmethod
     def from_checkpoint(
@@ -202,26 +233,22 @@ class Predictor:
         """Load a predictor from a checkpoint file, stage folder, seed run folder or training run folder.
 
         Args:
-            path: Where the checkpoint is (see the module docstring for how one is chosen).
+            path: Where the checkpoint is (see :func:`~emofuse.runs.resolve_checkpoint` for how one is chosen).
             window: Window length in seconds for long recordings.
             hop: Hop between window starts in seconds.
             batch_size: Windows per forward pass.
             transcriber: Speech recogniser to use instead of the packaged Whisper.
-            trim_silence: Trim silence when loading files; default: as the run's config did.
+            trim_silence: Trim silence when loading files; default: as the run's training inputs did (raw-input
+                models with ``encoders.trim_silence``; feature caches are extracted untrimmed).
             device: Device to run on.
 
         Raises:
-            CheckpointError: Missing, corrupt, or not a raw-input CMD student with a classifier (names the file).
+            CheckpointError: Missing, corrupt, a classifier without a head, or inputs that cannot be computed from
+                audio and text (names the file and the reason).
         """
         ckpt, why = resolve_checkpoint(path)
         ckpt = find_checkpoint(ckpt)
         doc = read_checkpoint_meta(ckpt)
-        if doc.get("model_class") not in RAW_INPUT_CLASSES:
-            raise CheckpointError(
-                f"{ckpt}: a {doc.get('model_name')!r} model reads cached encoder features; predicting from audio "
-                "(and ONNX export) needs a raw-input CMD student checkpoint (cmd_student, cmd_student_late, "
-                "cmd_student_audio, cmd_student_text)"
-            )
         if not doc.get("model_config", {}).get("with_head", True):
             raise CheckpointError(
                 f"{ckpt}: the student has no classifier (a Stage-1 distillation checkpoint); use the fine-tuned stage"
@@ -229,8 +256,8 @@ class Predictor:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             model, meta = load_checkpoint(ckpt, map_location=device)
-        cfg = _seed_config(ckpt).get("encoders") or {}
-        trim = bool(cfg.get("trim_silence", False)) if trim_silence is None else trim_silence
+        recipe = meta.get("inputs") or _run_config(ckpt).get("encoders") or {}
+        trim = bool(recipe.get("trim_silence", False)) and model.input_kind == "raw"
         return cls(
             model,
             meta,
@@ -240,44 +267,22 @@ class Predictor:
             hop=hop,
             batch_size=batch_size,
             transcriber=transcriber,
-            trim_silence=trim,
+            trim_silence=trim if trim_silence is None else trim_silence,
             device=device,
+            recipe=recipe,
         )
 
-    # ----------------------------------------------------------------------------------------- preprocessing
-
-    def _preprocessor(self, modality: str) -> Any:
-        """The encoder whose ``preprocess`` built ``batch[modality]`` in training, resolved as it was then."""
-        from emofuse.encoders import create_encoder
-        from emofuse.models.cmd_student import build_teacher
-
-        cfg = self.model.config
-        teacher = str(cfg[f"{modality}_teacher"])
-        stored = (self.meta.get("encoders") or {}).get(modality) or {}
-        name = str(stored.get("name") or teacher)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            if name == teacher:
-                enc = build_teacher(name, str(cfg.get("teacher_weights", "auto")), allow_random=True, fast=True)
-            else:
-                enc = create_encoder(name, frozen=True, allow_random=True)
-        if stored and (stored.get("resolved"), stored.get("architecture")) != (
-            enc.provenance.resolved,
-            enc.provenance.architecture,
-        ):
-            warnings.warn(
-                f"{modality} preprocessing: the model was trained with {name!r} resolved as "
-                f"{stored.get('resolved')} ({stored.get('architecture')}), here it resolves as "
-                f"{enc.provenance.resolved} ({enc.provenance.architecture}); its preprocessing may differ",
-                UserWarning,
-                stacklevel=3,
-            )
-        return enc.to("meta")  # preprocess needs the tokenizer / feature settings only: drop the weights
+    # ----------------------------------------------------------------------------------------- inputs
 
     @property
     def needs_text(self) -> bool:
-        """Whether the student reads a transcript."""
+        """Whether the model reads a transcript."""
         return "text" in self.modalities
+
+    @property
+    def needs_audio(self) -> bool:
+        """Whether the model reads audio."""
+        return "audio" in self.modalities
 
     def transcriber(self) -> Any:
         """The speech recogniser (the packaged Whisper tiny.en, built on first use)."""
@@ -315,40 +320,122 @@ class Predictor:
             wav = np.ascontiguousarray(soxr.resample(wav, sample_rate, SAMPLE_RATE, quality="HQ"), dtype=np.float32)
         return wav
 
+    def batch(self, waveforms: Sequence[np.ndarray], texts: Sequence[str | None]) -> dict[str, Any]:
+        """The model's input batch for waveforms and transcripts (as its training run built it).
+
+        Raises:
+            PredictionError: A waveform is too short or a transcript is empty for the encoders.
+        """
+        from emofuse.encoders import EncoderError
+
+        try:
+            return self.inputs.batch(waveforms, texts)
+        except EncoderError as e:
+            raise PredictionError(str(e)) from None
+
     # ---------------------------------------------------------------------------------------------- predict
 
     def predict(
         self,
-        audio: str | Path | np.ndarray | Tensor,
+        audio: Audio,
         text: str | None = None,
         *,
         sample_rate: int = SAMPLE_RATE,
         start: float | None = None,
         end: float | None = None,
     ) -> Prediction:
-        """Classify one recording.
+        """Score one recording.
 
         Args:
             audio: An audio file, or a mono waveform ``(S,)`` (numpy or torch) at ``sample_rate``.
-            text: Its transcript; ``None``: transcribed by ASR (when the student reads text).
+            text: Its transcript; ``None``: transcribed by ASR (when the model reads text).
             sample_rate: Rate of a waveform given as an array.
             start: Segment start in seconds (files only).
             end: Segment end in seconds (files only).
 
         Returns:
-            The :class:`Prediction` (label, probabilities in class order, transcript used, per-window results).
+            The :class:`Prediction` (label, probabilities in class order or values, transcript used, windows).
 
         Raises:
             PredictionError: Unreadable audio, an empty transcript, no speech recognised, or NaN / infinite model
                 output (names the input).
         """
+        return self.predict_batch([audio], [text], sample_rate=sample_rate, start=start, end=end)[0]
+
+    def predict_batch(
+        self,
+        audios: Sequence[Audio],
+        texts: Sequence[str | None] | None = None,
+        *,
+        sample_rate: int = SAMPLE_RATE,
+        start: float | None = None,
+        end: float | None = None,
+    ) -> list[Prediction]:
+        """Score several recordings together (their windows share forward passes of ``batch_size``).
+
+        Each result equals :meth:`predict` of that recording alone (within float tolerance): padding never changes
+        an answer. Dialogue-level models score each recording as a one-turn dialogue.
+
+        Raises:
+            PredictionError: As :meth:`predict`, naming the first bad recording.
+        """
+        texts = list(texts) if texts is not None else [None] * len(audios)
+        if len(texts) != len(audios):
+            raise ValueError(f"{len(audios)} recordings but {len(texts)} transcripts")
+        clips = [self._clip(a, t, sample_rate, start, end) for a, t in zip(audios, texts, strict=True)]
+        jobs = [(k, i) for k, c in enumerate(clips) for i in c.keep]
+        pieces = [clips[k].wav[slice(*clips[k].spans[i])] for k, i in jobs]
+        words = [clips[k].texts[i] for k, i in jobs]
+        scores = self._score(pieces, words, [clips[k] for k, _ in jobs])  # (W, C) or (W, K)
+        out, row = [], 0
+        for c in clips:
+            n = len(c.keep)
+            out.append(self._result(c, scores[row : row + n]))
+            row += n
+        return out
+
+    def predict_dialogue(self, audios: Sequence[Audio], texts: Sequence[str | None] | None = None) -> list[Prediction]:
+        """Score the utterances of one conversation, in turn order (dialogue-level models read them in context).
+
+        Args:
+            audios: The utterances' audio files or 16 kHz waveforms, in turn order (no windowing).
+            texts: Their transcripts (``None``: ASR, for models that read text).
+
+        Returns:
+            One :class:`Prediction` per utterance.
+
+        Raises:
+            PredictionError: A bad utterance (named), or a model that is not dialogue-level.
+        """
+        if not self.dialogue_level:
+            raise PredictionError(f"model {self.meta.get('model_name')!r} scores utterances: use predict_batch")
+        texts = list(texts) if texts is not None else [None] * len(audios)
+        clips = [self._clip(a, t, SAMPLE_RATE, None, None, windowed=False) for a, t in zip(audios, texts, strict=True)]
+        from emofuse.encoders import EncoderError
+
+        try:
+            batch = self.inputs.dialogue_batch([c.wav for c in clips], [c.texts[0] for c in clips])
+        except EncoderError as e:
+            raise PredictionError(str(e)) from None
+        with torch.inference_mode():
+            scores = self._outputs(self.model(batch))  # (U, C)
+        return [self._result(c, scores[i : i + 1]) for i, c in enumerate(clips)]
+
+    def _clip(
+        self,
+        audio: Audio,
+        text: str | None,
+        sample_rate: int,
+        start: float | None,
+        end: float | None,
+        windowed: bool = True,
+    ) -> _Clip:
         source = str(audio) if isinstance(audio, (str, Path)) else None
         where = f"{source}: " if source else ""
         if text is not None and not text.strip():
             raise PredictionError(f"{where}the transcript is empty; give the spoken words or leave it out to use ASR")
         wav = self.load(source, start, end) if source is not None else self._waveform(audio, sample_rate)
-        spans = _windows(len(wav), SAMPLE_RATE, self.window, self.hop)
-        pieces = [wav[s:e] for s, e in spans]
+        spans = _windows(len(wav), SAMPLE_RATE, self.window, self.hop) if windowed else [(0, len(wav))]
         texts: list[str | None] = [None] * len(spans)
         from_asr = False
         if self.needs_text:
@@ -357,75 +444,116 @@ class Predictor:
             else:
                 from_asr = True
                 asr = self.transcriber()
-                texts = [asr.transcribe(p).strip() or None for p in pieces]
+                texts = [asr.transcribe(wav[s:e]).strip() or None for s, e in spans]
         keep = [i for i, t in enumerate(texts) if t is not None or not self.needs_text]
-        skipped = [(spans[i][0] / SAMPLE_RATE, spans[i][1] / SAMPLE_RATE) for i in range(len(spans)) if i not in keep]
         if not keep:
             raise PredictionError(
                 f"{where}speech recognition found no words in the audio; pass the transcript (--text) instead"
             )
-        probs = self._score([pieces[i] for i in keep], [texts[i] for i in keep], where)  # (W, C)
+        return _Clip(source, wav, text, spans, texts, keep, from_asr)
+
+    def _outputs(self, out: Any) -> np.ndarray:
+        """``(B, C)`` probabilities of a classifier, ``(B, K)`` values of a regression model."""
+        if self.regression:
+            v = out.values if out.values is not None else out.logits
+            v = v[:, None] if v.ndim == 1 else v
+            return v.float().cpu().numpy()
+        probs = out.probs if out.probs is not None else out.logits.float().softmax(-1)
+        return probs.float().cpu().numpy()
+
+    def _score(self, waveforms: list[np.ndarray], texts: list[str | None], clips: list[_Clip]) -> np.ndarray:
+        out = []
+        with torch.inference_mode():
+            for i in range(0, len(waveforms), self.batch_size):
+                if self.dialogue_level:  # each window is its own one-turn dialogue
+                    for j in range(i, min(i + self.batch_size, len(waveforms))):
+                        batch = self._guarded(self.inputs.dialogue_batch, [waveforms[j]], [texts[j]], [clips[j]])
+                        out.append(self._outputs(self.model(batch)))
+                    continue
+                sl = slice(i, i + self.batch_size)
+                batch = self._guarded(self.batch, waveforms[sl], texts[sl], clips[sl])
+                out.append(self._outputs(self.model(batch)))
+        scores = np.concatenate(out, axis=0)
+        bad = np.flatnonzero(~np.isfinite(scores).all(axis=-1))
+        if bad.size:  # NaN is a failure, never a label
+            src = clips[int(bad[0])].source
+            raise PredictionError(
+                f"{src + ': ' if src else ''}the model gave NaN or infinite outputs (checkpoint "
+                f"{self.checkpoint or 'given'}); it cannot score this input"
+            )
+        return scores
+
+    def _guarded(self, build: Any, waves: list[np.ndarray], texts: list[str | None], clips: list[_Clip]) -> Any:
+        """``build(waves, texts)``; an error names the recording (retried one by one to find it)."""
+        from emofuse.encoders import EncoderError
+
+        try:
+            return build(waves, texts)
+        except (PredictionError, EncoderError) as e:
+            for w, t, c in zip(waves, texts, clips, strict=True):
+                try:
+                    build([w], [t])
+                except (PredictionError, EncoderError) as one:
+                    raise PredictionError(f"{c.source + ': ' if c.source else ''}{one}") from None
+            raise PredictionError(str(e)) from None
+
+    def _result(self, clip: _Clip, scores: np.ndarray) -> Prediction:
+        spans = clip.spans
         windows = [
             WindowPrediction(
                 start=spans[i][0] / SAMPLE_RATE,
                 end=spans[i][1] / SAMPLE_RATE,
-                label=self.classes[int(p.argmax())],
-                probabilities=self._as_dict(p),
-                transcript=texts[i],
+                label=None if self.regression else self.classes[int(p.argmax())],
+                probabilities={} if self.regression else self._as_dict(p),
+                transcript=clip.texts[i],
+                values=[float(v) for v in p] if self.regression else None,
             )
-            for i, p in zip(keep, probs, strict=True)
+            for i, p in zip(clip.keep, scores, strict=True)
         ]
-        mean = probs.mean(axis=0)
-        used = " ".join(t for t in (texts[i] for i in keep) if t) if self.needs_text else None
+        mean = scores.mean(axis=0)
+        skipped = [
+            (spans[i][0] / SAMPLE_RATE, spans[i][1] / SAMPLE_RATE) for i in range(len(spans)) if i not in clip.keep
+        ]
+        used = " ".join(t for t in (clip.texts[i] for i in clip.keep) if t) if self.needs_text else None
         return Prediction(
-            label=self.classes[int(mean.argmax())],
-            probabilities=self._as_dict(mean),
-            transcript=(text.strip() if text is not None else used) if self.needs_text else None,
-            from_asr=from_asr,
-            duration=len(wav) / SAMPLE_RATE,
+            label=None if self.regression else self.classes[int(mean.argmax())],
+            probabilities={} if self.regression else self._as_dict(mean),
+            transcript=(clip.text.strip() if clip.text is not None else used) if self.needs_text else None,
+            from_asr=clip.from_asr,
+            duration=len(clip.wav) / SAMPLE_RATE,
             windows=windows,
             skipped_windows=skipped,
-            source=source,
+            source=clip.source,
+            values=[float(v) for v in mean] if self.regression else None,
         )
 
     def _as_dict(self, p: np.ndarray) -> dict[str, float]:
         return {c: float(v) for c, v in zip(self.classes, p, strict=True)}
 
-    def batch(self, waveforms: Sequence[np.ndarray], texts: Sequence[str | None]) -> dict[str, Any]:
-        """The model's input batch (each teacher's ``preprocess`` output) for waveforms and transcripts.
-
-        Raises:
-            PredictionError: A waveform is too short or a transcript is empty for the preprocessing.
-        """
-        from emofuse.encoders import EncoderError
-
-        batch: dict[str, Any] = {}
-        try:
-            if "audio" in self.modalities:
-                batch["audio"] = self.encoders["audio"].preprocess(list(waveforms))
-            if "text" in self.modalities:
-                batch["text"] = self.encoders["text"].preprocess([t or "" for t in texts])
-        except EncoderError as e:
-            raise PredictionError(str(e)) from None
-        return {m: {k: v.to(self.device) for k, v in b.items()} for m, b in batch.items()}
-
-    def _score(self, waveforms: list[np.ndarray], texts: list[str | None], where: str) -> np.ndarray:
-        out = []
-        with torch.inference_mode():
-            for i in range(0, len(waveforms), self.batch_size):
-                try:
-                    batch = self.batch(waveforms[i : i + self.batch_size], texts[i : i + self.batch_size])
-                except PredictionError as e:
-                    raise PredictionError(f"{where}{e}") from None
-                probs = self.model(batch).probs  # (B, C)
-                out.append(probs.float().cpu().numpy())
-        probs = np.concatenate(out, axis=0)
-        if not np.isfinite(probs).all():  # NaN is a failure, never a label
-            raise PredictionError(
-                f"{where}the model gave NaN or infinite probabilities (checkpoint {self.checkpoint or 'given'}); "
-                "it cannot score this input"
-            )
-        return probs
+    def card(self) -> dict[str, Any]:
+        """What this predictor is: model, capabilities, classes, encoders, provenance, and its run's metrics."""
+        meta = self.meta
+        metrics: dict[str, Any] = {}
+        if self.checkpoint is not None:
+            run = Run(self.checkpoint.parent.parent)
+            if run.metrics_file.is_file():
+                doc = run.metrics()
+                metrics = {k: v for k, v in doc.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        return {
+            "model_name": meta.get("model_name"),
+            "capabilities": self.capabilities.to_dict(),
+            "classes": self.classes,
+            "encoders": self.inputs.provenance(),
+            "trained_with": meta.get("encoders") or {},
+            "task": meta.get("task"),
+            "fold": meta.get("fold"),
+            "seed": meta.get("seed"),
+            "checkpoint": str(self.checkpoint) if self.checkpoint else None,
+            "selection": self.selection,
+            "validation": {k: meta.get(k) for k in ("monitor", "score", "epoch") if k in meta},
+            "test_metrics": metrics,
+            "parameters": int(self.model.num_parameters()),
+        }
 
     def __repr__(self) -> str:
         return (

@@ -93,6 +93,8 @@ class EmotionModel(nn.Module):
     dialogue_level: ClassVar[bool] = False
     #: Class scores or continuous values (see :data:`TargetKind`).
     target_kind: ClassVar[TargetKind] = "classification"
+    #: Why ``emofuse export --onnx`` cannot export this family (``None``: it can). Shown by ``emofuse models``.
+    export_limit: ClassVar[str | None] = "reads frozen encoder features (the graph would need that encoder too)"
 
     def __init__(self) -> None:
         super().__init__()

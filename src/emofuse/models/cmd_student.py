@@ -169,6 +169,7 @@ class CMDStudent(EmotionModel):
     """
 
     input_kind = "raw"
+    export_limit = None
 
     def __init__(
         self,

@@ -177,6 +177,7 @@ class ConflictNet(EmotionModel):
     modalities = ("audio",)
     input_kind = "raw"
     target_kind = "regression"
+    export_limit = "a regression model (the exported graph outputs class probabilities)"
 
     def __init__(
         self,

@@ -138,6 +138,7 @@ class MGCMA(EmotionModel):
 
     modalities = _MODALITIES
     input_kind = "raw"
+    export_limit = "holds whole fine-tuned speech and text encoders (the exporter covers CMD students)"
 
     def __init__(
         self,

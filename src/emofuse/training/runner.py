@@ -188,6 +188,8 @@ class _Run:
             "fold": self.fold.name,
             "seed": self.seed,
             "initialised_from": str(init) if init else None,
+            # how the inputs were built: inference rebuilds them from the checkpoint alone (emofuse.inference.inputs)
+            "inputs": cfg.encoders.model_dump(mode="json", exclude={"cache_dir", "extract_batch_size"}),
         }
         if cfg.encoders.standardize:
             meta["feature_stats"] = model.feature_stats
