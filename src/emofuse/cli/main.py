@@ -5,7 +5,20 @@ from __future__ import annotations
 import typer
 
 from emofuse import __version__
-from emofuse.cli import analyze, data, doctor, export, extract, models, predict, quickstart, report, train, transcribe
+from emofuse.cli import (
+    analyze,
+    data,
+    doctor,
+    export,
+    extract,
+    models,
+    predict,
+    quickstart,
+    report,
+    serve,
+    train,
+    transcribe,
+)
 
 __all__ = ["app", "main"]
 
@@ -47,6 +60,7 @@ app.command("analyze")(analyze.analyze)
 app.command("report")(report.report)
 app.command("predict")(predict.predict)
 app.command("export")(export.export)
+app.command("serve")(serve.serve)
 
 
 def main() -> None:
