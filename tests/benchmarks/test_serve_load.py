@@ -1,0 +1,40 @@
+"""Smoke test of benchmarks/serve_load.py: a short bounded loopback run (structure, no failed request; no timing)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "serve_load.py"
+
+pytest.importorskip("fastapi")
+pytest.importorskip("uvicorn")
+pytest.importorskip("httpx")
+
+
+def _load():
+    spec = importlib.util.spec_from_file_location("serve_load", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+def test_short_loopback_run(tmp_path, tmp_path_factory, capsys):
+    from emofuse.testing.checkpoints import train_tiny_cmd
+
+    run = train_tiny_cmd(tmp_path_factory.getbasetemp() / "tiny-cmd")
+    out = tmp_path / "load.json"
+    argv = ["--checkpoint", str(run), "--clients", "3", "--seconds", "1.5", "--clip-seconds", "0.5", "--json",
+            "--out", str(out)]  # fmt: skip
+    code = _load().main(argv)
+    doc = json.loads(capsys.readouterr().out)
+    assert code == 0 and doc == json.loads(out.read_text())
+    assert doc["failed"] == 0 and doc["requests"] > 0 and doc["throughput_rps"] > 0
+    assert 0 < doc["latency_ms"]["p50"] <= doc["latency_ms"]["p95"] <= doc["latency_ms"]["max"]
+    assert doc["batches"]["count"] >= 1 and doc["clients"] == 3
