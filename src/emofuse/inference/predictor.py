@@ -477,9 +477,10 @@ class Predictor:
         bad = np.flatnonzero(~np.isfinite(scores).all(axis=-1))
         if bad.size:  # NaN is a failure, never a label
             src = clips[int(bad[0])].source
+            what = "values" if self.regression else "probabilities"
             raise PredictionError(
-                f"{src + ': ' if src else ''}the model gave NaN or infinite outputs (checkpoint "
-                f"{self.checkpoint or 'given'}); it cannot score this input"
+                f"{src + ': ' if src else ''}the model gave NaN or infinite {what} "
+                f"(checkpoint {self.checkpoint or 'given'}); it cannot score this input"
             )
         return scores
 
