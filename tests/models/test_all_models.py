@@ -24,6 +24,7 @@ TINY = {
     "seqsew_unimodal": dict(modality="audio", input_dim=8, dim=8, ffn_dim=16, head_hidden=8),
     "cm_roberta": dict(audio_dim=8, text_dim=12, hidden=8, num_heads=2, ffn_dim=16, head_hidden=8),
     "mgcma": dict(audio_encoder="tiny-wav2vec2", text_encoder="tiny-bert", num_heads=2, tam_layers=2),
+    "finetuned_encoder": dict(encoder="tiny-wav2vec2", layer="weighted", pooling="mean_std"),
     "tri_fusion": dict(
         audio_dim=8, text_dim=12, video_dim=5, audio_len=8, audio_short=4, text_len=6, video_len=3, video_short=2
     )

@@ -128,3 +128,40 @@ def test_resolve_mode():
     assert resolve_mode("val/loss") == "min" and resolve_mode("val/macro_f1") == "max"
     assert resolve_mode("val/loss", "max") == "max" and resolve_mode("train/loss_audio") == "min"
     assert not math.isnan(lr_factor(OptimConfig(), 3)(2))
+
+
+def test_encoder_learning_rates_decay_per_block_below_the_top():
+    """Tiny BERT (embeddings = depth 0, 2 blocks): head 1e-2; block 2 1e-4; block 1 1e-4 * 0.5; embeddings * 0.25."""
+    from emofuse.models import create_model
+    from emofuse.tasks.classification import ClassificationTask
+    from emofuse.training.lit_module import parameter_groups
+
+    model = create_model("finetuned_encoder", encoder="tiny-bert", layer="weighted", num_classes=3)
+    task = ClassificationTask(model, loss="ce")
+    optim = OptimConfig(name="adamw", lr=1e-2, encoder_lr=1e-4, layer_decay=0.5)
+    groups = parameter_groups(task, optim)
+    lr_of = {id(p): g["lr"] for g in groups for p in g["params"]}
+    expected = {"embeddings": 1e-4 * 0.25, "layer.0.": 1e-4 * 0.5, "layer.1.": 1e-4}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            assert id(p) not in lr_of
+            continue
+        if name.startswith("head") or name == "encoder.selector.weights":  # the layer weighting trains with the head
+            want = 1e-2
+        else:
+            want = next(v for k, v in expected.items() if k in name)
+        assert math.isclose(lr_of[id(p)], want), (name, lr_of[id(p)], want)
+    assert groups[0]["lr"] == 1e-2  # the head's group first: the logged lr
+    assert sum(len(g["params"]) for g in groups) == sum(p.requires_grad for p in model.parameters())
+    opt = build_optimizer(groups, optim)
+    assert sorted(g["lr"] for g in opt.param_groups) == sorted([1e-2, 1e-4, 5e-5, 2.5e-5])
+    # without encoder_lr / layer_decay: one group, every parameter at lr (unchanged behaviour)
+    assert isinstance(parameter_groups(task, OptimConfig(lr=1e-3))[0], torch.nn.Parameter)
+
+
+def test_encoder_lr_for_a_model_without_an_encoder_is_an_error():
+    from emofuse.training.lit_module import parameter_groups
+
+    task = FakeClassify(FakeModel())
+    with pytest.raises(ValueError, match="declares no encoder layers"):
+        parameter_groups(task, OptimConfig(encoder_lr=1e-5))

@@ -13,6 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 __all__ = [
+    "AugmentConfig",
     "DataConfig",
     "EncodersConfig",
     "EvalConfig",
@@ -50,6 +51,30 @@ class ModDropConfig(_Section):
     modalities: list[str] | None = None
 
 
+class AugmentConfig(_Section):
+    """Cheap waveform augmentation of the training split (models that read raw audio); every part off by default.
+
+    Attributes:
+        gain_db: Random gain, uniform in ``±gain_db`` dB (0: off).
+        noise_snr_db: Additive white noise at a signal-to-noise ratio uniform in ``[low, high]`` dB (``None``: off).
+        noise_prob: Probability that a clip gets noise.
+        crop: Random crop of clips longer than this many seconds to this length (``None``: off; evaluation
+            splits are never cropped randomly: ``encoders.max_duration`` cuts every split the same way).
+    """
+
+    gain_db: float = Field(default=0.0, ge=0)
+    noise_snr_db: tuple[float, float] | None = None
+    noise_prob: float = Field(default=0.5, ge=0, le=1)
+    crop: float | None = Field(default=None, gt=0)
+
+    @field_validator("noise_snr_db")
+    @classmethod
+    def _ordered(cls, v: tuple[float, float] | None) -> tuple[float, float] | None:
+        if v is not None and v[0] > v[1]:
+            raise ValueError(f"noise_snr_db must be [low, high] with low <= high, got {list(v)}")
+        return v
+
+
 class DataConfig(_Section):
     """Where the utterances come from and how they are split.
 
@@ -75,6 +100,7 @@ class DataConfig(_Section):
         text_context: Earlier turns of the same dialogue appended to each text input, most recent first
             (:func:`~emofuse.data.context.add_dialogue_context`; ``0``: the utterance alone).
         text_context_speakers: Prefix each earlier turn with its speaker's name.
+        augment: Waveform augmentation of the training split (``None``: off; :class:`AugmentConfig`).
     """
 
     manifest: Path | None = None
@@ -92,6 +118,7 @@ class DataConfig(_Section):
     dialogue_size: int | None = Field(default=None, gt=0)
     text_context: int = Field(default=0, ge=0)
     text_context_speakers: bool = False
+    augment: AugmentConfig | None = None
 
 
 _MODEL_OPTIONS: dict[str, type[BaseModel]] = {}
@@ -156,6 +183,10 @@ class OptimConfig(_Section):
         plateau_monitor: ``plateau``: value the scheduler watches (``None``: ``trainer.monitor``; the Rajan
             thesis reduces on ``val/loss`` while early stopping watches ``val/wa``).
         betas: Adam / AdamW betas.
+        encoder_lr: Learning rate of a fine-tuned encoder's top block (``None``: ``lr``); ``lr`` stays the head's.
+            For models that declare their encoder's layers (``finetuned_encoder``).
+        layer_decay: Layer-wise decay: block ``i`` of ``L`` gets ``encoder_lr · layer_decay^(L - i)``, the input
+            embedding ``encoder_lr · layer_decay^L`` (1: no decay).
     """
 
     name: Literal["adam", "adamw", "sgd"] = "adam"
@@ -170,6 +201,8 @@ class OptimConfig(_Section):
     plateau_patience: int = Field(default=2, ge=0)
     plateau_monitor: str | None = None
     betas: tuple[float, float] = (0.9, 0.999)
+    encoder_lr: float | None = Field(default=None, gt=0)
+    layer_decay: float = Field(default=1.0, gt=0, le=1)
 
 
 LoggerName = Literal["csv", "tensorboard", "mlflow"]

@@ -114,6 +114,8 @@ class EncoderSpec:
             ``allow_random`` and without the random-init warning.
         native: The packaged providers that *are* this model (any other packaged provider is a stand-in).
         always_stand_in: The encoder's features stand in for a paper's, whatever weights run.
+        takes_checkpoint: The builder itself takes the ``checkpoint`` option (composites pass it to their part);
+            for other encoders :func:`create_encoder` loads a fine-tuned checkpoint.
     """
 
     name: str
@@ -127,6 +129,7 @@ class EncoderSpec:
     test_only: bool = False
     native: tuple[str, ...] = ()
     always_stand_in: bool = False
+    takes_checkpoint: bool = False
 
 
 _ENCODERS: dict[str, EncoderSpec] = {}
@@ -270,13 +273,24 @@ def create_encoder(
         frozen: Freeze the parameters (teacher use).
         weights_dir: Explicit weights folder.
         allow_random: Allow random initialisation when no weights resolve (warns loudly).
-        **kwargs: Encoder-specific options (``None`` values are dropped, as in timm).
+        **kwargs: Encoder-specific options (``None`` values are dropped, as in timm). ``checkpoint``: a
+            ``finetuned_encoder`` run, stage folder or checkpoint file whose fine-tuned weights replace the
+            resolved ones (:func:`emofuse.encoders.finetuned.load_finetuned`).
 
     Returns:
         The encoder, with :attr:`Encoder.provenance` saying which weights really run.
     """
     spec = get_encoder_spec(name)
-    resolution = resolve_encoder(name, weights_dir=weights_dir, allow_random=allow_random)
+    checkpoint = kwargs.get("checkpoint")
+    if checkpoint is not None and not spec.takes_checkpoint:
+        from emofuse.encoders.finetuned import load_finetuned
+
+        rest = {k: v for k, v in kwargs.items() if k != "checkpoint" and v is not None}
+        return load_finetuned(name, checkpoint, layer=layer, frozen=frozen, allow_random=allow_random, **rest)
+    if checkpoint is not None:  # the builder loads it (a composite's part): nothing to resolve for the name
+        resolution = Resolution("local", f"fine-tuned checkpoint {checkpoint}", Path(checkpoint))
+    else:
+        resolution = resolve_encoder(name, weights_dir=weights_dir, allow_random=allow_random)
     if resolution.resolved == "random" and not spec.test_only:
         warnings.warn(
             f"encoder {name!r} runs with RANDOM weights (no local, cached or packaged weights found): "

@@ -9,6 +9,7 @@ records where its weights came from (:class:`Provenance`), so every result says 
 from __future__ import annotations
 
 import hashlib
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -19,6 +20,9 @@ import torch
 from torch import Tensor, nn
 
 __all__ = ["Encoder", "EncoderError", "EncoderOutput", "Modality", "Provenance", "Resolved", "state_fingerprint"]
+
+#: A numbered block of a ``transformers`` network: ``layers.3.`` (Whisper, wav2vec 2.0), ``layer.3.`` (BERT, MPNet).
+_BLOCK = re.compile(r"(?:^|\.)(?:layers?|blocks?)\.(\d+)\.")
 
 Modality = Literal["audio", "text"]
 Resolved = Literal["local", "hf-cache", "packaged", "random", "handcrafted"]
@@ -137,6 +141,29 @@ class Encoder(nn.Module, ABC):
         Whisper: the convolutional front-end + positions.
         """
         raise EncoderError(f"encoder {self.name!r} has no input embedding module")
+
+    def layer_ids(self) -> dict[str, int]:
+        """Depth of every parameter of the wrapped network (``self.model``), for layer-wise learning rates.
+
+        ``0`` is the input embedding and anything before the first block (Whisper's convolutions, wav2vec 2.0's CNN
+        and positional convolution, a text model's embeddings), ``i`` is block ``i`` (1-based), and anything after
+        the last block (Whisper's final layer norm) shares the last block's depth ``L``. Names are relative to the
+        encoder (``model.layers.0.fc1.weight``). Parameters outside ``self.model`` (a learned layer weighting) are
+        left out: they belong with the head. Empty for encoders without numbered blocks (handcrafted features).
+        """
+        model = getattr(self, "model", None)
+        if not isinstance(model, nn.Module):
+            return {}
+        names = [n for n, _ in model.named_parameters()]
+        blocks = [int(m.group(1)) + 1 if (m := _BLOCK.search(n)) else None for n in names]
+        found = [b for b in blocks if b is not None]
+        if not found:
+            return {}
+        top, after, out = max(found), False, {}
+        for name, block in zip(names, blocks, strict=True):
+            after = after or block is not None
+            out[f"model.{name}"] = block if block is not None else (top if after else 0)
+        return out
 
     @property
     def device(self) -> torch.device:

@@ -135,6 +135,7 @@ class _Composite:
     packaged: tuple[str, ...] = ()
     hf_id: str | None = None
     test_only: bool = False
+    fine_tuned_in_paper: bool = False  # the paper fine-tunes the part on the corpus first (COSMIC): flag when not
 
 
 _COMPOSITES: dict[str, _Composite] = {
@@ -145,6 +146,7 @@ _COMPOSITES: dict[str, _Composite] = {
         note="the paper fine-tunes roberta-large on MELD first (COSMIC recipe); un-fine-tuned weights differ",
         packaged=("mpnet-base", "minilm-l6"),
         hf_id="roberta-large",
+        fine_tuned_in_paper=True,
     ),
     "compare+whisper-tiny.en": _Composite(
         "audio",
@@ -172,6 +174,7 @@ _COMPOSITES: dict[str, _Composite] = {
         (("tiny-roberta", {"layers_concat": 2, "pooling": "cls"}),),
         "TEST ONLY: tiny-roberta first token of its 2 layers (64-d)",
         test_only=True,
+        fine_tuned_in_paper=True,  # the test double of roberta-large-last4
     ),
     "egemaps+tiny-whisper": _Composite(
         "audio",
@@ -183,31 +186,41 @@ _COMPOSITES: dict[str, _Composite] = {
 
 
 def _build_utterance(spec: EncoderSpec, resolution: Resolution, **options: Any) -> UtteranceEncoder:
+    checkpoint = options.pop("checkpoint", None)
     if options:
         unknown = ", ".join(sorted(options))
-        raise TypeError(f"utterance encoder {spec.name!r} fixes its parts' settings; unknown option(s): {unknown}")
+        raise TypeError(
+            f"utterance encoder {spec.name!r} fixes its parts' settings; unknown option(s): {unknown} "
+            "(it takes only checkpoint=: a fine-tuned encoder run for its pretrained part)"
+        )
     comp = _COMPOSITES[spec.name]
+    pretrained = [get_encoder_spec(name).pretrained for name, _ in comp.parts]
+    if checkpoint is not None and sum(pretrained) != 1:
+        raise EncoderError(
+            f"utterance encoder {spec.name!r} has {sum(pretrained)} pretrained parts: checkpoint= needs one"
+        )
     allow_random = resolution.resolved == "random"
-    weights_dir = resolution.path if resolution.resolved == "local" else None
+    weights_dir = resolution.path if resolution.resolved == "local" and checkpoint is None else None
     parts: list[Encoder] = []
     with warnings.catch_warnings():
         if allow_random:  # create_encoder already warned for the composite
             warnings.simplefilter("ignore", RandomInitWarning)
-        for part_name, part_options in comp.parts:
-            pretrained = get_encoder_spec(part_name).pretrained
+        for (part_name, part_options), weighted in zip(comp.parts, pretrained, strict=True):
+            extra = {"checkpoint": checkpoint} if weighted and checkpoint is not None else {}
             parts.append(
                 create_encoder(
                     part_name,
                     frozen=True,
                     allow_random=allow_random,
-                    weights_dir=weights_dir if pretrained else None,
+                    weights_dir=weights_dir if weighted else None,
                     **part_options,
+                    **extra,
                 )
             )
     provs = [p.provenance for p in parts]
-    weighted = [p for p in provs if p.resolved != "handcrafted"]
-    resolved = weighted[0].resolved if weighted else "handcrafted"
-    notes = [comp.note] if comp.note else []
+    weighted_provs = [p for p in provs if p.resolved != "handcrafted"]
+    resolved = weighted_provs[0].resolved if weighted_provs else "handcrafted"
+    notes, stand_in = _paper_notes(comp, spec, resolution, checkpoint)
     notes += [f"{p.name}: {n}" for p in provs for n in p.notes]
     blob = "|".join(f"{p.name}:{p.fingerprint}:{p.architecture}" for p in provs)
     provenance = Provenance(
@@ -215,11 +228,32 @@ def _build_utterance(spec: EncoderSpec, resolution: Resolution, **options: Any) 
         resolved=resolved,
         source=" ⊕ ".join(f"{p.name} [{p.source}]" for p in provs),
         architecture=" ⊕ ".join(f"{p.name} pooled ({e.output_dim})" for p, e in zip(provs, parts, strict=True)),
-        stand_in=comp.stand_in or any(p.stand_in for p in provs),
+        stand_in=stand_in or any(p.stand_in for p in provs),
         fingerprint=hashlib.sha256(f"utterance/v1|{blob}".encode()).hexdigest()[:16],
         notes=notes,
     )
     return UtteranceEncoder(spec.name, parts, provenance)
+
+
+def _paper_notes(
+    comp: _Composite, spec: EncoderSpec, resolution: Resolution, checkpoint: Any
+) -> tuple[list[str], bool]:
+    """Provenance notes and stand-in flag of a composite: un-fine-tuned weights are not the paper's features."""
+    if checkpoint is not None:
+        return [
+            f"fine-tuned on the corpus first (COSMIC recipe): weights of the checkpoint {checkpoint}"
+        ], comp.stand_in
+    notes = [comp.note] if comp.note else []
+    if not comp.fine_tuned_in_paper or resolution.resolved == "local":  # a user's folder: the documented fine-tuned
+        return notes, comp.stand_in
+    msg = (
+        f"{spec.name}: NOT the paper's features: these weights were not fine-tuned on the corpus (the paper fine-tunes "
+        "the text encoder on it first, COSMIC recipe); fine-tune one with a finetune_encoder run and pass it as "
+        "encoders.text_options.checkpoint"
+    )
+    if not comp.test_only:
+        warnings.warn(msg, UserWarning, stacklevel=4)
+    return [msg, *notes], True
 
 
 for _name, _comp in _COMPOSITES.items():
@@ -233,5 +267,6 @@ for _name, _comp in _COMPOSITES.items():
             description=_comp.description,
             test_only=_comp.test_only,
             always_stand_in=_comp.stand_in,
+            takes_checkpoint=True,
         )
     )

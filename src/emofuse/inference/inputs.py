@@ -121,6 +121,9 @@ class ModelInputs:
         layer = self.recipe.get(f"{modality}_layer")
         options = dict(self.recipe.get(f"{modality}_options") or {})
         stored = (self.meta.get("encoders") or {}).get(modality) or {}
+        own = self.model.input_encoders()
+        if self.kind == "raw" and modality in own:  # a fine-tuned encoder preprocesses its own inputs, as in training
+            return own[modality]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             if self.kind == "raw" and name == cfg.get(f"{modality}_teacher"):

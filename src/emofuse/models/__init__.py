@@ -19,6 +19,7 @@ for _m in (
     "emofuse.models.mgcma",
     "emofuse.models.conflictnet",
     "emofuse.models.sew",
+    "emofuse.models.finetuned_encoder",
 ):
     try:
         importlib.import_module(_m)

@@ -139,3 +139,20 @@ class EmotionModel(nn.Module):
     def num_parameters(self, trainable_only: bool = False) -> int:
         """Total (or trainable) parameter count."""
         return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
+
+    def encoder_layer_ids(self) -> dict[str, int]:
+        """Depth of each parameter of a pretrained encoder the model fine-tunes (names relative to the model).
+
+        ``0`` = input embedding, ``1..L`` = the encoder's blocks (see ``Encoder.layer_ids``); parameters left out are
+        the head. The training engine gives these ``optim.encoder_lr`` with ``optim.layer_decay`` per block below
+        the top. Default: none (the model has no encoder to fine-tune).
+        """
+        return {}
+
+    def input_encoders(self) -> dict[str, Any]:
+        """Encoders the model carries whose ``preprocess`` builds its raw inputs ``batch[m]``, per modality.
+
+        Training, evaluation and prediction then tokenise / featurise exactly as the model's own (fine-tuned)
+        encoder expects. Default: none (the configured or teacher encoders preprocess).
+        """
+        return {}

@@ -13,7 +13,8 @@ default implementation builds:
   from the feature files the records name (``Utterance.features``), absent ones masked
   (``batch["present"]``); ``data.target`` adds ``batch["targets"]``;
 * the **task**: ``distill`` → :class:`~emofuse.tasks.distillation.DistillationTask` (teacher sizes read
-  from the cache), ``classify`` / ``finetune`` → :class:`~emofuse.tasks.classification.ClassificationTask`,
+  from the cache), ``classify`` / ``finetune`` → :class:`~emofuse.tasks.classification.ClassificationTask`
+  (``finetune_encoder``: the same, cross-entropy by default, on raw input for a model that fine-tunes its encoder),
   ``regress`` → :class:`~emofuse.tasks.regression.RegressionTask`.
 
 Encoders are built once per process and shared by every fold, seed and stage.
@@ -302,8 +303,9 @@ class DefaultComponents(Components):
         from emofuse.pipeline import MultimodalDataset
 
         names = self.encoder_names(cfg, model)
-        encoders = {m: self.encoder(cfg, m, n) for m, n in names.items()}
-        raw = cfg.encoders.inputs == "raw"
+        raw = cfg.encoders.inputs == "raw" or stage.task == "finetune_encoder"
+        own = model.input_encoders() if raw else {}  # a fine-tuned encoder preprocesses its own inputs
+        encoders = {m: own[m] if m in own else self.encoder(cfg, m, n) for m, n in names.items()}
         teacher = {m: self.store(cfg, e) for m, e in encoders.items()} if stage.task == "distill" else {}
         root = Path(cfg.data.manifest).parent if cfg.data.manifest is not None else None
         features = self._feature_stores(cfg, encoders, records, root)
@@ -326,7 +328,7 @@ class DefaultComponents(Components):
             if cfg.data.dialogue_size is not None:  # single-utterance corpora: consecutive utterances per speaker
                 records = form_dialogues(records, cfg.data.dialogue_size)
             return DialogueDataset(records, list(classes), features, target=cfg.data.target)
-        return MultimodalDataset(
+        dataset = MultimodalDataset(
             records,
             list(classes),
             audio_encoder=encoders.get("audio") if raw else None,
@@ -339,6 +341,11 @@ class DefaultComponents(Components):
             max_duration=cfg.encoders.max_duration,
             target=cfg.data.target,
         )
+        if split == "train" and cfg.data.augment is not None and raw and "audio" in encoders:
+            from emofuse.pipeline.augment import AugmentedDataset
+
+            return AugmentedDataset(dataset, cfg.data.augment, cfg.data.sample_rate)
+        return dataset
 
     def feature_stats(  # noqa: D102
         self, cfg: ExperimentConfig, model: EmotionModel, records: Sequence[Utterance]
@@ -405,6 +412,15 @@ class DefaultComponents(Components):
             from emofuse.tasks.classification import ClassificationTask
 
             return ClassificationTask(model, **options)
+        if stage.task == "finetune_encoder":  # end to end on raw input; the model declares its encoder's layers
+            from emofuse.tasks.classification import ClassificationTask
+
+            if not model.encoder_layer_ids():
+                raise ValueError(
+                    f"stage {stage.name!r}: finetune_encoder needs a model that fine-tunes an encoder "
+                    f"(finetuned_encoder), not {model.model_name!r}"
+                )
+            return ClassificationTask(model, **{"loss": "ce", **options})
         if stage.task == "regress":
             from emofuse.tasks.regression import RegressionTask
 
@@ -419,7 +435,7 @@ class DefaultComponents(Components):
             return MGCMATask(model, **options)
         raise ValueError(
             f"stage {stage.name!r}: unknown task {stage.task!r}; "
-            "use distill, classify, finetune, regress, sew, seqsew or mgcma"
+            "use distill, classify, finetune, finetune_encoder, regress, sew, seqsew or mgcma"
         )
 
     def provenance(self) -> dict[str, Any]:  # noqa: D102

@@ -33,7 +33,15 @@ from emofuse.config.schema import OptimConfig
 from emofuse.losses.classification import IGNORE_INDEX
 from emofuse.metrics import classification_metrics, mult_f1, regression_metrics
 
-__all__ = ["TaskModule", "TrainingDiverged", "build_optimizer", "build_scheduler", "lr_factor", "resolve_mode"]
+__all__ = [
+    "TaskModule",
+    "TrainingDiverged",
+    "build_optimizer",
+    "build_scheduler",
+    "lr_factor",
+    "parameter_groups",
+    "resolve_mode",
+]
 
 _OUTPUT_KEYS = ("logits", "probs", "labels", "preds", "targets")
 
@@ -81,8 +89,56 @@ def lr_factor(optim: OptimConfig, max_epochs: int) -> Callable[[int], float]:
     raise ValueError(f"unknown scheduler {optim.scheduler!r}")
 
 
-def build_optimizer(params: Iterable[nn.Parameter], optim: OptimConfig) -> torch.optim.Optimizer:
-    """Adam, AdamW or SGD from an :class:`~emofuse.config.OptimConfig`."""
+def parameter_groups(task: nn.Module, optim: OptimConfig) -> list[nn.Parameter] | list[dict[str, Any]]:
+    """The task's trainable parameters, split into learning-rate groups when a fine-tuned encoder asks for it.
+
+    With ``optim.encoder_lr`` or ``optim.layer_decay < 1``, the parameters the model declares as encoder layers
+    (:meth:`~emofuse.models.base.EmotionModel.encoder_layer_ids`, depth ``d`` in ``0..L``) get
+    ``encoder_lr · layer_decay^(L - d)`` (``encoder_lr`` defaults to ``lr``); everything else (the head) gets ``lr``.
+    One group per learning rate: the head's first (the one the logged ``lr`` shows), then from the top block down.
+
+    Example:
+        >>> from torch import nn
+        >>> class M(nn.Module):
+        ...     def __init__(self):
+        ...         super().__init__()
+        ...         self.emb, self.block, self.head = nn.Linear(1, 1), nn.Linear(1, 1), nn.Linear(1, 1)
+        ...     def encoder_layer_ids(self):
+        ...         return {"emb.weight": 0, "emb.bias": 0, "block.weight": 1, "block.bias": 1}
+        >>> task = nn.Module(); task.model = M()
+        >>> groups = parameter_groups(task, OptimConfig(lr=1e-3, encoder_lr=1e-4, layer_decay=0.5))
+        >>> [(g["lr"], len(g["params"])) for g in groups]
+        [(0.001, 2), (0.0001, 2), (5e-05, 2)]
+
+    Raises:
+        ValueError: ``encoder_lr`` / ``layer_decay`` are set for a model that declares no encoder layers.
+    """
+    params = [p for p in task.parameters() if p.requires_grad]
+    if optim.encoder_lr is None and optim.layer_decay == 1.0:
+        return params
+    model = getattr(task, "model", task)
+    declared = model.encoder_layer_ids() if hasattr(model, "encoder_layer_ids") else {}
+    if not declared:
+        raise ValueError(
+            f"optim.encoder_lr / optim.layer_decay are set, but model {type(model).__name__} declares no encoder "
+            "layers to fine-tune (use a fine-tuning model such as finetuned_encoder, or leave them unset)"
+        )
+    top = max(declared.values())
+    depth = {id(p): declared[n] for n, p in model.named_parameters() if n in declared}
+    base = optim.lr if optim.encoder_lr is None else optim.encoder_lr
+    groups: dict[float, list[nn.Parameter]] = {optim.lr: []}
+    for p in params:
+        lr = optim.lr if id(p) not in depth else base * optim.layer_decay ** (top - depth[id(p)])
+        groups.setdefault(lr, []).append(p)
+    head = groups.pop(optim.lr)
+    ordered = [(optim.lr, head)] + sorted(groups.items(), key=lambda kv: -kv[0])
+    return [{"params": ps, "lr": lr} for lr, ps in ordered if ps]
+
+
+def build_optimizer(
+    params: Iterable[nn.Parameter] | Iterable[dict[str, Any]], optim: OptimConfig
+) -> torch.optim.Optimizer:
+    """Adam, AdamW or SGD from an :class:`~emofuse.config.OptimConfig` (over parameters or parameter groups)."""
     params = list(params)
     if not params:
         raise ValueError("the task has no trainable parameters")
@@ -312,8 +368,7 @@ class TaskModule(L.LightningModule):
 
     def configure_optimizers(self) -> Any:
         """Optimiser over the task's trainable parameters, with the configured per-epoch schedule."""
-        params = [p for p in self.task.parameters() if p.requires_grad]
-        optimizer = build_optimizer(params, self.optim)
+        optimizer = build_optimizer(parameter_groups(self.task, self.optim), self.optim)
         sched = build_scheduler(optimizer, self.optim, self.max_epochs, self.monitor, self.monitor_mode)
         if sched is None:
             return optimizer
