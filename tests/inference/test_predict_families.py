@@ -119,6 +119,8 @@ def test_dialogue_model_scores_a_conversation_in_context(corpus):
     [
         ("cmd_student", dict(audio_teacher="tiny-wav2vec2", text_teacher="tiny-bert", num_classes=2)),
         ("mgcma", dict(audio_encoder="tiny-wav2vec2", text_encoder="tiny-bert", num_heads=2, tam_layers=2)),
+        ("finetuned_encoder", dict(encoder="tiny-whisper", layer="weighted", pooling="mean_std")),
+        ("finetuned_encoder", dict(encoder="tiny-bert")),
     ],
 )
 def test_raw_input_models_batched_equals_one_at_a_time(corpus, name, options):
