@@ -71,3 +71,51 @@ def test_predict_reads_raw_audio_like_the_test_split(run):
         want = row["probs"] if isinstance(row["probs"], dict) else dict(zip(sorted(CLASSES), row["probs"], strict=True))
         for c, p in want.items():
             assert got.probabilities[c] == pytest.approx(p, abs=1e-5)
+
+
+COSMIC = """
+name: tiny-cosmic-{step}
+data: {{manifest: {manifest}, protocol: official, protocol_options: {{speaker_dependent: true}}, batch_size: 4,
+  max_batch_samples: null}}
+trainer: {{max_epochs: 2, accelerator: cpu, devices: 1, progress_bar: false, logger: [], monitor: val/weighted_f1}}
+"""
+FINETUNE = """
+model: {name: finetuned_encoder, encoder: tiny-roberta}
+optim: {name: adamw, lr: 0.01, encoder_lr: 0.001, layer_decay: 0.9}
+stages: [{name: finetune, task: finetune_encoder}]
+"""
+CM_ROBERTA = """
+model: {{name: cm_roberta_text, text_dim: null, hidden: 8, num_heads: 2, ffn_dim: 16, head_hidden: 8}}
+encoders: {{text: tiny-roberta-last2, inputs: features, cache_dir: {cache}, text_options: {{checkpoint: {ckpt}}}}}
+stages: [{{name: train, task: classify, task_options: {{loss: ce}}}}]
+"""
+
+
+def test_cm_roberta_reads_the_states_of_a_fine_tuned_text_encoder(tmp_path, monkeypatch):
+    """The COSMIC recipe: fine-tune the text encoder on the corpus, then CM-RoBERTa's features come from it."""
+    from emofuse.models.checkpoint import load_checkpoint
+
+    recs = make_wav_corpus(tmp_path / "corpus", 24, seconds=0.2, labels=CLASSES)
+    split = {0: "train", 1: "train", 2: "train", 3: "dev", 4: "test", 5: "test"}
+    recs = [
+        r.model_copy(update={"dialogue": f"d{i // 4}", "turn": i % 4, "split": split[i // 4], "audio": None})
+        for i, r in enumerate(recs)
+    ]
+    manifest = tmp_path / "corpus" / "manifest.jsonl"
+    write_manifest(recs, manifest)
+    (tmp_path / "ft.yaml").write_text(COSMIC.format(manifest=manifest, step="ft") + FINETUNE, encoding="utf-8")
+    cm = CM_ROBERTA.format(cache=tmp_path / "cache", ckpt="ft-run")  # relative: made absolute in the run's config
+    (tmp_path / "cm.yaml").write_text(COSMIC.format(manifest=manifest, step="cm") + cm, encoding="utf-8")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        run_experiment(load_config(tmp_path / "ft.yaml"), tmp_path / "ft-run", progress=False, echo=lambda _: None)
+        monkeypatch.chdir(tmp_path)
+        run_experiment(load_config(tmp_path / "cm.yaml"), tmp_path / "cm-run", progress=False, echo=lambda _: None)
+    saved = load_config(tmp_path / "cm-run" / "config.yaml")
+    assert saved.encoders.text_options["checkpoint"] == str(tmp_path / "ft-run")
+    model, meta = load_checkpoint(tmp_path / "cm-run" / "official" / "seed0" / "train")
+    text = meta["encoders"]["text"]
+    assert model.config["text_dim"] == 64 and text["name"] == "tiny-roberta-last2" and text["resolved"] == "local"
+    assert any("fine-tuned on the corpus first" in n for n in text["notes"])
+    assert not any("NOT the paper's" in n for n in text["notes"])
+    assert any("fine-tuned end to end by emofuse" in n for n in text["notes"])

@@ -387,6 +387,9 @@ def run_experiment(
         cfg.encoders.cache_dir = Path(cfg.encoders.cache_dir).resolve()
     if cfg.model.pretrained is not None:
         cfg.model.pretrained = Path(cfg.model.pretrained).resolve()
+    for options in (cfg.encoders.audio_options, cfg.encoders.text_options):  # a fine-tuned encoder's run
+        if options.get("checkpoint") is not None:
+            options["checkpoint"] = str(Path(options["checkpoint"]).resolve())
     for stage in cfg.stages:
         if stage.data is not None:
             stage.data.manifests = [Path(p).resolve() for p in stage.data.manifests]
