@@ -102,3 +102,16 @@ def test_missing_weights_name_the_override_of_the_place_that_builds_them(monkeyp
         _build(ROOT / "configs/cmd/iemocap/wav2-distill.yaml")  # the CMD student copies the teacher's embeddings
     with pytest.raises(MissingWeightsError, match=r"--set encoders.allow_random=true$"):
         _build(ROOT / "configs/cmd/iemocap/wav2.yaml")  # MulT reads the encoder's cached features
+
+
+def test_a_config_can_refuse_stand_ins(tmp_path):
+    _skip_unless_bert_is_the_minilm_stand_in()
+    strict = tmp_path / "strict.yaml"
+    strict.write_text(f"base: {ROOT / 'configs/cmd/meld/bert.yaml'}\nencoders: {{allow_stand_in: false}}\n")
+    with pytest.raises(ValueError, match=r"'bert-base-uncased' would run as a STAND-IN here \(BertModel L6/H384"):
+        _build(strict)
+    own = tmp_path / "own.yaml"  # all-MiniLM-L6-v2's packaged weights are that very model: not a stand-in
+    own.write_text(
+        f"base: {ROOT / 'configs/evidence/synthetic-tri-fusion-intra.yaml'}\nencoders: {{allow_stand_in: false}}\n"
+    )
+    assert _build(own)["text"] == 384

@@ -346,6 +346,9 @@ class EncodersConfig(_Section):
         max_duration: Cut audio to this many seconds (``None``: never).
         trim_silence: Trim leading / trailing silence when loading audio.
         allow_random: Allow random weights when no pretrained weights resolve (loud warning, recorded).
+        allow_stand_in: Let a packaged stand-in run when the named weights are not on this machine (another
+            model, e.g. MiniLM-L6 for ``bert-base-uncased``; marked STAND-IN in ``env.json``, ``model.json`` and the
+            reports). ``false``: such a config stops, naming the weights and ``EMOFUSE_MODELS_DIR``.
         extract_batch_size: Utterances per encoder call when extracting.
         audio_options: Options of the audio encoder (e.g. ``{n_mfcc: 80}``), passed to ``create_encoder``.
         text_options: Options of the text encoder (e.g. ``{path: glove.840B.300d.txt}`` for ``glove``).
@@ -367,6 +370,7 @@ class EncodersConfig(_Section):
     max_duration: float | None = Field(default=None, gt=0)
     trim_silence: bool = False
     allow_random: bool = False
+    allow_stand_in: bool = True
     extract_batch_size: int = Field(default=8, gt=0)
     audio_options: dict[str, Any] = Field(default_factory=dict)
     text_options: dict[str, Any] = Field(default_factory=dict)

@@ -125,9 +125,10 @@ class DefaultComponents(Components):
         for m in _MODALITIES:  # `<m>_dim: null` in a config: the feature size of the configured encoder
             if f"{m}_dim" in options and options[f"{m}_dim"] is None and getattr(cfg.encoders, m):
                 options[f"{m}_dim"] = int(self.encoder(cfg, m, str(getattr(cfg.encoders, m))).output_dim)
-        m = options.get("modality")  # single-modality models (probe): `input_dim: null` likewise
-        if "input_dim" in options and options["input_dim"] is None and m in _MODALITIES and getattr(cfg.encoders, m):
-            options["input_dim"] = int(self.encoder(cfg, m, str(getattr(cfg.encoders, m))).output_dim)
+        one = options.get("modality")  # single-modality models (probe): `input_dim: null` likewise
+        one_enc = getattr(cfg.encoders, one) if one in _MODALITIES else None
+        if "input_dim" in options and options["input_dim"] is None and one_enc:
+            options["input_dim"] = int(self.encoder(cfg, str(one), str(one_enc)).output_dim)
         model = self._create(cfg, options)
         read = self._feature_dims(cfg, model, options)
         if read:  # the model's default size for a feature input differs from the configured encoder's: use it
@@ -136,6 +137,8 @@ class DefaultComponents(Components):
             load_weights(model, find_checkpoint(cfg.model.pretrained), strict=False)
         self._provenance.update({f"embedding.{m}": p for m, p in model.teacher_provenance.items()})
         self._provenance.update({f"model.{m}": p for m, p in model.encoder_provenance.items()})  # MGCMA
+        for p in [*model.teacher_provenance.values(), *model.encoder_provenance.values()]:
+            _check_stand_in(cfg, p)
         return model
 
     @staticmethod
@@ -211,6 +214,7 @@ class DefaultComponents(Components):
                 raise ValueError(f"encoders.{modality} = {name!r} is a {enc.modality} encoder")
             self._encoders[key] = enc
             self._provenance[modality] = enc.provenance.to_dict()
+        _check_stand_in(cfg, self._encoders[key].provenance.to_dict())
         return self._encoders[key]
 
     def cache_root(self, cfg: ExperimentConfig) -> Path:
@@ -440,6 +444,19 @@ class DefaultComponents(Components):
 
     def provenance(self) -> dict[str, Any]:  # noqa: D102
         return dict(self._provenance)
+
+
+def _check_stand_in(cfg: ExperimentConfig, provenance: dict[str, Any]) -> None:
+    """Refuse a stand-in when the config does not allow one (``encoders.allow_stand_in: false``)."""
+    if cfg.encoders.allow_stand_in or not provenance.get("stand_in"):
+        return
+    name = str(provenance.get("name"))
+    runs = provenance.get("architecture") or provenance.get("source")
+    raise ValueError(
+        f"encoder {name!r} would run as a STAND-IN here ({runs}), and the config sets encoders.allow_stand_in: false: "
+        f"put its save_pretrained folder at DIR/{name.split('/')[-1]} and run with EMOFUSE_MODELS_DIR=DIR, or allow "
+        "the stand-in (results not comparable to the paper's) with --set encoders.allow_stand_in=true"
+    )
 
 
 def _classes_of(records: Sequence[Utterance]) -> list[str]:
