@@ -78,7 +78,9 @@ def config_header_commands() -> list[tuple[str, list[str]]]:
             ln.lstrip()[1:] for ln in path.read_text(encoding="utf-8").splitlines() if ln.lstrip().startswith("#")
         ]
         for line in "\n".join(comments).replace("\\\n", " ").splitlines():
-            for m in re.finditer(r"(?<![\w/.-])emofuse [a-z]+[^`\n]*", line):
+            for m in re.finditer(r"(?<![\w/.-])emofuse ([a-z]+)[^`\n]*", line):
+                if m.group(1) not in _commands() and not line.lstrip().startswith("emofuse "):
+                    continue  # prose ("emofuse does that step"), not a command line
                 out.append((str(path.relative_to(ROOT)), shlex.split(m.group(0), comments=True)[1:]))
     return out
 
