@@ -47,6 +47,8 @@ def extract(
     from emofuse.encoders import create_encoder
     from emofuse.features import extract_features
 
+    if manifest.is_dir():
+        raise ValueError(f"{manifest}: is a folder, not a manifest (.jsonl / .jsonl.gz)")
     if not manifest.is_file():
         raise FileNotFoundError(f"manifest not found: {manifest}")
     if max_duration is not None and not (math.isfinite(max_duration) and max_duration > 0):

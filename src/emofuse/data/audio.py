@@ -119,6 +119,8 @@ def load_audio(
         AudioWarning: A WAV file shorter than its header promises (a truncated copy or download).
     """
     path = Path(path)
+    if path.is_dir():
+        raise AudioError(f"{path}: is a folder, not an audio file")
     if not path.is_file():
         raise AudioError(f"{path}: audio file not found")
     if path.stat().st_size == 0:

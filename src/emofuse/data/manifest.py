@@ -361,6 +361,8 @@ def iter_manifest(path: str | Path) -> Iterator[Utterance]:
         ManifestError: A line is not JSON or not a valid record; the message names file and line.
     """
     path = Path(path)
+    if path.is_dir():
+        raise ManifestError(f"{path}: is a folder, not a manifest (.jsonl / .jsonl.gz)")
     if not path.is_file():
         raise FileNotFoundError(f"manifest not found: {path}")
     for lineno, raw in _lines(path):

@@ -20,6 +20,7 @@ import math
 import os
 import tempfile
 import time
+import zlib
 from collections.abc import Callable, Iterable, Iterator, Sized
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ from torch import Tensor
 
 from emofuse import __version__
 from emofuse.data.audio import SAMPLE_RATE, AudioError, load_audio
-from emofuse.data.manifest import Utterance, iter_manifest
+from emofuse.data.manifest import ManifestError, Utterance, iter_manifest
 from emofuse.encoders.base import Encoder
 from emofuse.features.cache import (
     _DTYPES,
@@ -230,8 +231,11 @@ def _records(
         path = Path(source)
         if not path.is_file():
             raise FileNotFoundError(f"manifest not found: {path}")
-        with gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb") as fh:  # total for the progress bar
-            total = sum(1 for line in fh if line.strip())
+        try:  # the count is the progress bar's total
+            with gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb") as fh:
+                total = sum(1 for line in fh if line.strip())
+        except (gzip.BadGzipFile, EOFError, zlib.error) as e:
+            raise ManifestError(f"{path}: damaged gzip file ({type(e).__name__}: {e})") from None
         records = iter_manifest(path)  # streamed and validated while extracting
         return records, Path(root) if root is not None else path.parent, total
     size = len(source) if isinstance(source, Sized) else None
@@ -269,6 +273,7 @@ class _Extraction:
         self.counts = {"total": 0, "computed": 0, "reused": 0, "failed": 0}
         self.any_success = False
         self.on_shard_written: ShardCallback | None = None
+        self.source = "records"  # the manifest, for messages
 
     def fail(self, utt: str, reason: str) -> None:
         self.failed[utt] = reason
@@ -312,7 +317,7 @@ class _Extraction:
         batch: list[tuple[str, str, Any]] = []
         for rec in track(records, f"extract {self.key.name}", total=total, disable=not opts["progress"]):
             if rec.id in self.items or rec.id in self.failed or any(b[0] == rec.id for b in batch):
-                raise ValueError(f"duplicate utterance id {rec.id!r} in the manifest")
+                raise ValueError(f"{self.source}: duplicate utterance id {rec.id!r} in the manifest")
             self.counts["total"] += 1
             try:
                 h_in = _input_hash(rec, modality, base)
@@ -400,6 +405,7 @@ def extract_features(
     with _exclusive(cache_dir):
         job = _Extraction(encoder, key, cache_dir, shard_size, max_shard_bytes)
         job.on_shard_written = on_shard_written
+        job.source = str(manifest_or_records) if isinstance(manifest_or_records, (str, Path)) else "records"
         opts = {"batch_size": batch_size, "progress": progress, "max_duration": max_duration}
         job.run(records, base, total, opts)
         job.finish(time.perf_counter() - started)
