@@ -116,9 +116,15 @@ CHECKPOINTS = {
     "crafted-pickle": (lambda best, p: p.write_bytes(pickle.dumps(_Evil())), "not a readable safetensors checkpoint"),
     "nan-weights": (_nan_weights, "non-finite weights (NaN or inf)"),
     "missing-weight": (_missing_key, "weights do not fit model"),
-    "feature-model": (
+    "no-class-names": (
         lambda best, p: save_checkpoint(create_model("probe", modality="text", input_dim=8, num_classes=4), p),
-        "reads cached encoder features",
+        "stores no class names",
+    ),
+    "no-encoder-recorded": (
+        lambda best, p: save_checkpoint(
+            create_model("probe", modality="text", input_dim=8, num_classes=4), p, {"classes": list("abcd")}
+        ),
+        "no ['text'] encoder recorded",
     ),
 }
 
