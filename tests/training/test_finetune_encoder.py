@@ -59,6 +59,21 @@ def test_trains_on_raw_waveforms_and_selects_on_validation_ua(run):
     assert "ua" in results["aggregate"]
 
 
+def test_selects_on_validation_ua_unless_the_config_names_a_monitor(tmp_path):
+    records = make_wav_corpus(tmp_path / "corpus", 15, seconds=0.3, labels=CLASSES)
+    write_manifest(records, tmp_path / "corpus" / "manifest.jsonl")
+    text = CONFIG.format(manifest=tmp_path / "corpus" / "manifest.jsonl").replace(" monitor: val/ua,", "")
+    text = text.replace("max_epochs: 3", "max_epochs: 1")
+    (tmp_path / "c.yaml").write_text(text, encoding="utf-8")
+    cfg = load_config(tmp_path / "c.yaml")
+    assert "monitor" not in cfg.trainer.model_fields_set
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        run_experiment(cfg, tmp_path / "run", progress=False, echo=lambda _: None)
+    done = json.loads((tmp_path / "run" / "seed0" / "seed0" / "finetune" / "DONE").read_text())
+    assert done["monitor"] == "val/ua"
+
+
 def test_predict_reads_raw_audio_like_the_test_split(run):
     root, _ = run
     seed_dir = root / "run" / "seed0" / "seed0"

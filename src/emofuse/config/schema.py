@@ -289,6 +289,8 @@ class StageConfig(_Section):
     Attributes:
         name: Stage name, also the folder of its checkpoints (``RUN/<fold>/seed<k>/<name>/``).
         task: Objective: ``distill`` (contrastive distillation), ``classify`` / ``finetune`` (cross-entropy),
+            ``finetune_encoder`` (cross-entropy on raw input through a model's own pretrained encoder, trained end to
+            end: ``finetuned_encoder``; selects on ``val/ua`` unless a monitor is set),
             ``regress`` (continuous ``data.target``; ``task_options.loss``: ``mse``, ``pcc``, ``ccc``, ``mae``).
         task_options: Keyword options of the task (``temperature``, ``time_axis``, ``loss``, ...).
         model: Overrides of the model's options for this stage (e.g. ``with_head: false`` to distil).

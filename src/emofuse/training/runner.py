@@ -177,6 +177,8 @@ class _Run:
         monitor, mode = tcfg.monitor, tcfg.monitor_mode
         if stage.task == "distill" and "monitor" not in stage.trainer:
             monitor, mode = "val/loss", "min"  # CMD: keep the epoch with the lowest validation loss
+        elif stage.task == "finetune_encoder" and "monitor" not in {*stage.trainer, *cfg.trainer.model_fields_set}:
+            monitor, mode = "val/ua", "max"  # fine-tuning: select on a validation metric, not on the loss
         if not self.fold.val and monitor.startswith("val/"):
             monitor, mode = no_validation_monitor(monitor, mode)
             warnings.warn(f"fold {self.fold.name!r} has no validation split: selecting on {monitor}", stacklevel=2)
