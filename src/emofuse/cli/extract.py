@@ -40,6 +40,9 @@ def extract(
     device: str = typer.Option("cpu", "--device", help="Torch device to run the encoder on (cpu, cuda, cuda:1)."),
     max_duration: float | None = typer.Option(None, "--max-duration", help="Cut audio to at most this many seconds."),
     dtype: str = typer.Option("float16", "--dtype", help="Storage dtype: float16, or float32 for huge values."),
+    workers: int = typer.Option(
+        1, "--workers", min=1, help="Processes, each extracting a share into its own shards, merged into one cache."
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
@@ -61,17 +64,34 @@ def extract(
     level = quiet_log.level
     quiet_log.setLevel(logging.ERROR)  # skipped items are listed below (and in meta.json) instead
     try:
-        store = extract_features(
-            manifest,
-            enc,
-            out,
-            layer=chosen,
-            batch_size=batch_size,
-            shard_size=shard_size,
-            progress=not (quiet or json_out),
-            max_duration=max_duration,
-            dtype=dtype,
-        )
+        if workers > 1:
+            from emofuse.features.parallel import EncoderSpec, extract_parallel
+
+            spec = EncoderSpec(encoder, chosen, allow_random, str(weights_dir) if weights_dir else None, str(dev))
+            store = extract_parallel(
+                manifest,
+                spec,
+                out,
+                workers,
+                encoder=enc,
+                batch_size=batch_size,
+                shard_size=shard_size,
+                max_duration=max_duration,
+                dtype=dtype,
+                progress=not (quiet or json_out),
+            )
+        else:
+            store = extract_features(
+                manifest,
+                enc,
+                out,
+                layer=chosen,
+                batch_size=batch_size,
+                shard_size=shard_size,
+                progress=not (quiet or json_out),
+                max_duration=max_duration,
+                dtype=dtype,
+            )
     finally:
         quiet_log.setLevel(level)
     meta = store.meta
@@ -90,6 +110,7 @@ def extract(
         "counts": meta["counts"],
         "failed": meta["failed"],
         "seconds": meta["run"]["seconds"],
+        "workers": meta.get("workers", 1),
     }
     if json_out:
         print_json(summary)
