@@ -177,6 +177,7 @@ def extract_parallel(
     """
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
+    base: Path | None
     if isinstance(manifest_or_records, (str, Path)):
         records = read_manifest(manifest_or_records)
         base = Path(root) if root is not None else Path(manifest_or_records).parent
@@ -188,7 +189,8 @@ def extract_parallel(
     cache_dir = resolve_cache_dir(out_dir, key)
     cache_dir.mkdir(parents=True, exist_ok=True)
     merge_parts(cache_dir, key.digest)  # shards a killed run left in its parts
-    opts = {"batch_size": batch_size, "shard_size": shard_size, "max_duration": max_duration, "dtype": dtype}
+    opts: dict[str, Any] = {"batch_size": batch_size, "shard_size": shard_size, "max_duration": max_duration}
+    opts["dtype"] = dtype
     todo = _todo(records, key.modality, cache_dir, key.digest, base)
     shares = split_shares(todo, workers) if workers > 1 else []
     started = time.perf_counter()
