@@ -91,3 +91,28 @@ def test_checkpoint_rebuilds_the_fine_tuned_model(tmp_path):
     assert meta["model_config"]["modality"] == "text"
     torch.testing.assert_close(rebuilt(batch).logits, model(batch).logits)
     assert rebuilt.input_encoders()["text"] is rebuilt.encoder
+
+
+def test_any_local_hugging_face_checkpoint_of_a_registered_family(tmp_path):
+    """A user's own BERT-family folder (here: tiny, 3 blocks) fine-tunes under a registered name via weights_dir."""
+    from transformers import BertConfig, BertModel
+
+    from emofuse.encoders.hf_text import char_tokenizer
+
+    tok = char_tokenizer("bert")
+    config = BertConfig(
+        vocab_size=len(tok), hidden_size=16, num_hidden_layers=3, num_attention_heads=2, intermediate_size=32
+    )
+    torch.manual_seed(0)
+    BertModel(config, add_pooling_layer=False).save_pretrained(tmp_path / "mine")
+    tok.save_pretrained(tmp_path / "mine")
+    model = create_model(
+        "finetuned_encoder", encoder="bert-base-uncased", weights_dir=str(tmp_path / "mine"), num_classes=2
+    )
+    prov = model.encoder_provenance["text"]
+    assert prov["resolved"] == "local" and prov["stand_in"]  # not bert-base's size: recorded as such
+    assert max(model.encoder_layer_ids().values()) == 3 and model.encoder.output_dim == 16
+    out = model({"text": model.encoder.preprocess(["hello there", "no"])})
+    assert out.logits.shape == (2, 2)
+    rebuilt, _ = load_checkpoint(save_checkpoint(model, tmp_path / "ft" / "best.safetensors", {"classes": ["a", "b"]}))
+    assert rebuilt.config["weights_dir"] == str(tmp_path / "mine")
