@@ -1,5 +1,6 @@
 """Training objectives: a Task wraps a model (and frozen teachers / projection heads) and owns its losses."""
 
+from emofuse.tasks._registry import TaskSpec, get_task, list_tasks, register_task
 from emofuse.tasks.base import Task, TaskError
 from emofuse.tasks.classification import ClassificationTask
 from emofuse.tasks.distillation import DistillationTask
@@ -16,4 +17,8 @@ __all__ = [
     "SeqSEWTask",
     "Task",
     "TaskError",
+    "TaskSpec",
+    "get_task",
+    "list_tasks",
+    "register_task",
 ]

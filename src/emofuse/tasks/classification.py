@@ -26,6 +26,7 @@ from torch import Tensor
 
 from emofuse.losses.classification import cross_entropy, prob_average_ce, prob_average_ce_from_logits
 from emofuse.models.base import EmotionModel, ModelOutput
+from emofuse.tasks._registry import TaskSpec, register_task
 from emofuse.tasks.base import Task, TaskError
 
 __all__ = ["ClassificationTask"]
@@ -153,3 +154,30 @@ class ClassificationTask(Task):
             if not torch.allclose(probs, out.probs.float(), rtol=1e-4, atol=1e-6):
                 return None
         return prob_average_ce_from_logits(stacked, labels, float(kappa), weights)
+
+
+def _build_classify(model: EmotionModel, options: dict[str, Any], train: Any, stage: str) -> ClassificationTask:
+    return ClassificationTask(model, **options)
+
+
+def _build_finetune_encoder(model: EmotionModel, options: dict[str, Any], train: Any, stage: str) -> ClassificationTask:
+    """End to end on raw input; the model declares its encoder's layers (``encoder_layer_ids``)."""
+    if not model.encoder_layer_ids():
+        raise ValueError(
+            f"stage {stage!r}: finetune_encoder needs a model that fine-tunes an encoder "
+            f"(finetuned_encoder), not {model.model_name!r}"
+        )
+    return ClassificationTask(model, **{"loss": "ce", **options})
+
+
+register_task(TaskSpec("classify", _build_classify))
+register_task(TaskSpec("finetune", _build_classify))
+register_task(
+    TaskSpec(
+        "finetune_encoder",
+        _build_finetune_encoder,
+        raw_inputs=True,
+        default_monitor=("val/ua", "max"),
+        global_monitor_wins=True,
+    )  # fmt: skip
+)

@@ -35,6 +35,7 @@ from torch import Tensor, nn
 from emofuse.encoders.base import Encoder
 from emofuse.losses.contrastive import Similarity, TimeAxis, nt_xent_flat, nt_xent_per_step
 from emofuse.models.base import EmotionModel
+from emofuse.tasks._registry import TaskSpec, register_task
 from emofuse.tasks.base import Task, TaskError
 
 __all__ = ["DistillationTask"]
@@ -273,3 +274,27 @@ def _fill_teacher_weights(
         return
     for key, value in teachers.state_dict().items():
         state_dict.setdefault(prefix + _TEACHERS + key, value)
+
+
+def _build_distill(model: EmotionModel, options: dict[str, Any], train: Any, stage: str) -> DistillationTask:
+    """Teacher sizes from the cached states the training split carries (``train.teacher_stores``)."""
+    stores = getattr(train, "teacher_stores", {}) or {}  # a MultimodalDataset built for a teacher_states task
+    if not stores:
+        raise ValueError(f"stage {stage!r} distils, but the dataset has no cached teacher states")
+    options = dict(options)
+    options.setdefault("teacher_dims", {m: int(s.output_dim) for m, s in stores.items()})
+    if "dim" in model.config:
+        options.setdefault("student_dims", int(model.config["dim"]))
+    return DistillationTask(model, **options)
+
+
+register_task(
+    TaskSpec(
+        "distill",
+        _build_distill,
+        target="none",
+        teacher_states=True,
+        moddrop=False,
+        default_monitor=("val/loss", "min"),
+    )  # fmt: skip
+)  # CMD: keep the epoch with the lowest validation loss

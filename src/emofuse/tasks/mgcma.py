@@ -40,6 +40,7 @@ from emofuse.losses.alignment import (
 )
 from emofuse.losses.classification import cross_entropy
 from emofuse.models.base import EmotionModel
+from emofuse.tasks._registry import TaskSpec, register_task
 from emofuse.tasks.base import Task, TaskError
 
 __all__ = ["MGCMATask"]
@@ -175,3 +176,10 @@ class MGCMATask(Task):
             parts["ia"] = ia.detach()
         probs = out.probs if out.probs is not None else out.logits.float().softmax(-1)
         return {"loss": loss, **parts, "logits": out.logits.detach(), "probs": probs.detach(), "labels": labels}
+
+
+def _build_mgcma(model: EmotionModel, options: dict[str, Any], train: Any, stage: str) -> MGCMATask:
+    return MGCMATask(model, **options)
+
+
+register_task(TaskSpec("mgcma", _build_mgcma))

@@ -26,6 +26,7 @@ from torch import Tensor
 
 from emofuse.losses.classification import concordance_loss, pcc_loss
 from emofuse.models.base import ModelOutput
+from emofuse.tasks._registry import TaskSpec, register_task
 from emofuse.tasks.base import Task, TaskError
 
 __all__ = ["REGRESSION_TASKS", "RegressionTask"]
@@ -126,3 +127,10 @@ class RegressionTask(Task):
         if self.loss_name == "pcc":
             return pcc_loss(p, t)
         return concordance_loss(p, t)
+
+
+def _build_regress(model: Any, options: dict[str, Any], train: Any, stage: str) -> RegressionTask:
+    return RegressionTask(model, **options)
+
+
+register_task(TaskSpec("regress", _build_regress, target="regression"))

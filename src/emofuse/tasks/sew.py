@@ -28,6 +28,7 @@ from torch.nn import functional as F
 from emofuse.layers.alignment import resample_steps
 from emofuse.layers.pooling import masked_mean
 from emofuse.losses.dcca import dcca_correlation
+from emofuse.tasks._registry import TaskSpec, register_task
 from emofuse.tasks.base import TaskError
 from emofuse.tasks.regression import RegressionLoss, RegressionTask
 
@@ -174,3 +175,15 @@ class SeqSEWTask(RegressionTask):
             loss = loss - self.alpha * corr
             parts["corr"] = corr.detach()
         return {"loss": loss, **parts, "preds": preds.detach(), "targets": targets}
+
+
+def _build_sew(model: Any, options: dict[str, Any], train: Any, stage: str) -> SEWTask:
+    return SEWTask(model, **options)
+
+
+def _build_seqsew(model: Any, options: dict[str, Any], train: Any, stage: str) -> SeqSEWTask:
+    return SeqSEWTask(model, **options)
+
+
+register_task(TaskSpec("sew", _build_sew, target="regression"))
+register_task(TaskSpec("seqsew", _build_seqsew, target="regression"))

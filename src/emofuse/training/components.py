@@ -12,10 +12,9 @@ default implementation builds:
   (resumable) by rank 0; other ranks wait for them. Modalities listed in ``encoders.files`` are read
   from the feature files the records name (``Utterance.features``), absent ones masked
   (``batch["present"]``); ``data.target`` adds ``batch["targets"]``;
-* the **task**: ``distill`` → :class:`~emofuse.tasks.distillation.DistillationTask` (teacher sizes read
-  from the cache), ``classify`` / ``finetune`` → :class:`~emofuse.tasks.classification.ClassificationTask`
-  (``finetune_encoder``: the same, cross-entropy by default, on raw input for a model that fine-tunes its encoder),
-  ``regress`` → :class:`~emofuse.tasks.regression.RegressionTask`.
+* the **task** from the task registry (:func:`emofuse.tasks.get_task`): each spec builds its objective and declares
+  what it needs (cached teacher states for ``distill``, raw inputs for ``finetune_encoder``) and yields
+  (classes, values, or nothing to score).
 
 Encoders are built once per process and shared by every fold, seed and stage.
 """
@@ -118,9 +117,10 @@ class DefaultComponents(Components):
     # ---------------------------------------------------------------------------------- model
 
     def model(self, cfg: ExperimentConfig, stage: StageConfig, classes: Sequence[str]) -> EmotionModel:  # noqa: D102
-        from emofuse.tasks.regression import REGRESSION_TASKS
+        from emofuse.tasks import get_task
 
-        base = {"num_classes": len(classes)} if classes and stage.task not in REGRESSION_TASKS else {}
+        regression = get_task(stage.task, stage.name).target == "regression"
+        base = {"num_classes": len(classes)} if classes and not regression else {}
         options = {**base, **cfg.model.options, **stage.model}
         for m in _MODALITIES:  # `<m>_dim: null` in a config: the feature size of the configured encoder
             if f"{m}_dim" in options and options[f"{m}_dim"] is None and getattr(cfg.encoders, m):
@@ -279,7 +279,9 @@ class DefaultComponents(Components):
     def prepare(self, cfg: ExperimentConfig, records: Sequence[Utterance]) -> None:
         """Extract every cache the stages will read (before any training, so DDP ranks never race)."""
         stages = cfg.resolved_stages()
-        needs_cache = cfg.encoders.inputs == "features" or any(s.task == "distill" for s in stages)
+        from emofuse.tasks import get_task
+
+        needs_cache = cfg.encoders.inputs == "features" or any(get_task(s.task, s.name).teacher_states for s in stages)
         if not needs_cache:
             return
         with warnings.catch_warnings():
@@ -307,10 +309,13 @@ class DefaultComponents(Components):
         from emofuse.pipeline import MultimodalDataset
 
         names = self.encoder_names(cfg, model)
-        raw = cfg.encoders.inputs == "raw" or stage.task == "finetune_encoder"
+        from emofuse.tasks import get_task
+
+        spec = get_task(stage.task, stage.name)
+        raw = cfg.encoders.inputs == "raw" or spec.raw_inputs
         own = model.input_encoders() if raw else {}  # a fine-tuned encoder preprocesses its own inputs
         encoders = {m: own[m] if m in own else self.encoder(cfg, m, n) for m, n in names.items()}
-        teacher = {m: self.store(cfg, e) for m, e in encoders.items()} if stage.task == "distill" else {}
+        teacher = {m: self.store(cfg, e) for m, e in encoders.items()} if spec.teacher_states else {}
         root = Path(cfg.data.manifest).parent if cfg.data.manifest is not None else None
         features = self._feature_stores(cfg, encoders, records, root)
         if cfg.encoders.standardize:
@@ -401,46 +406,9 @@ class DefaultComponents(Components):
     def task(  # noqa: D102
         self, cfg: ExperimentConfig, stage: StageConfig, model: EmotionModel, classes: Sequence[str], train: Dataset
     ) -> nn.Module:
-        options = dict(stage.task_options)
-        if stage.task == "distill":
-            from emofuse.tasks.distillation import DistillationTask
+        from emofuse.tasks import get_task
 
-            stores = getattr(train, "teacher_stores", {}) or {}
-            if not stores:
-                raise ValueError(f"stage {stage.name!r} distils, but the dataset has no cached teacher states")
-            options.setdefault("teacher_dims", {m: int(s.output_dim) for m, s in stores.items()})
-            if "dim" in model.config:
-                options.setdefault("student_dims", int(model.config["dim"]))
-            return DistillationTask(model, **options)
-        if stage.task in ("classify", "finetune"):
-            from emofuse.tasks.classification import ClassificationTask
-
-            return ClassificationTask(model, **options)
-        if stage.task == "finetune_encoder":  # end to end on raw input; the model declares its encoder's layers
-            from emofuse.tasks.classification import ClassificationTask
-
-            if not model.encoder_layer_ids():
-                raise ValueError(
-                    f"stage {stage.name!r}: finetune_encoder needs a model that fine-tunes an encoder "
-                    f"(finetuned_encoder), not {model.model_name!r}"
-                )
-            return ClassificationTask(model, **{"loss": "ce", **options})
-        if stage.task == "regress":
-            from emofuse.tasks.regression import RegressionTask
-
-            return RegressionTask(model, **options)
-        if stage.task in ("sew", "seqsew"):
-            from emofuse.tasks.sew import SeqSEWTask, SEWTask
-
-            return (SEWTask if stage.task == "sew" else SeqSEWTask)(model, **options)
-        if stage.task == "mgcma":
-            from emofuse.tasks.mgcma import MGCMATask
-
-            return MGCMATask(model, **options)
-        raise ValueError(
-            f"stage {stage.name!r}: unknown task {stage.task!r}; "
-            "use distill, classify, finetune, finetune_encoder, regress, sew, seqsew or mgcma"
-        )
+        return get_task(stage.task, stage.name).build(model, dict(stage.task_options), train, stage.name)
 
     def provenance(self) -> dict[str, Any]:  # noqa: D102
         return dict(self._provenance)

@@ -275,9 +275,9 @@ def evaluate_run(
     run_dir = Path(run_dir)
     cfg, runs = open_run(run_dir)
     stage = cfg.resolved_stages()[-1]
-    from emofuse.tasks.regression import REGRESSION_TASKS
+    from emofuse.tasks import get_task
 
-    regress = stage.task in REGRESSION_TASKS
+    regress = get_task(stage.task, stage.name).target == "regression"
     records: list[Utterance] = [r for r in read_manifest(manifest) if regress or r.label is not None]
     records = text_inputs(records, cfg.data, manifest)
     if not records:

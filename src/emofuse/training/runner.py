@@ -44,7 +44,7 @@ from emofuse.data.protocols import Fold
 from emofuse.metrics.tables import f1_conventions, headline_metric
 from emofuse.models.checkpoint import find_checkpoint, load_checkpoint, load_weights
 from emofuse.runs import RunDir, RunDirError, claim_run_dir, config_differences
-from emofuse.tasks.regression import REGRESSION_TASKS
+from emofuse.tasks import get_task
 from emofuse.training.callbacks import (
     CrashResume,
     SafetensorsCheckpoint,
@@ -159,10 +159,12 @@ class _Run:
             if keys["missing"]:
                 logger.info("stage %s: %d new parameters keep their initialisation", stage.name, len(keys["missing"]))
 
+        spec = get_task(stage.task, stage.name)
+
         def factory(recs: list[Utterance], split: str) -> Any:
             ds = exp.components.dataset(cfg, stage, model, recs, exp.classes, split)
             md = cfg.data.moddrop
-            if split == "train" and md is not None and stage.task != "distill":
+            if split == "train" and md is not None and spec.moddrop:
                 from emofuse.pipeline.missing import ModDropDataset
 
                 mods = md.modalities or list(model.modalities)
@@ -174,11 +176,8 @@ class _Run:
             exp.say(f"    {about}")
         dm = FoldDataModule(records, fold, factory, cfg.data, seed=self.seed)
         task = exp.components.task(cfg, stage, model, exp.classes, dm.dataset("train"))
-        monitor, mode = tcfg.monitor, tcfg.monitor_mode
-        if stage.task == "distill" and "monitor" not in stage.trainer:
-            monitor, mode = "val/loss", "min"  # CMD: keep the epoch with the lowest validation loss
-        elif stage.task == "finetune_encoder" and "monitor" not in {*stage.trainer, *cfg.trainer.model_fields_set}:
-            monitor, mode = "val/ua", "max"  # fine-tuning: select on a validation metric, not on the loss
+        # the task's default selection (distill: lowest val/loss; finetune_encoder: highest val/ua) unless set
+        monitor, mode = spec.monitor(stage.trainer, cfg.trainer.model_fields_set, tcfg.monitor, tcfg.monitor_mode)
         if not self.fold.val and monitor.startswith("val/"):
             monitor, mode = no_validation_monitor(monitor, mode)
             warnings.warn(f"fold {self.fold.name!r} has no validation split: selecting on {monitor}", stacklevel=2)
@@ -271,13 +270,14 @@ class _Run:
         if not test:
             raise ValueError(f"fold {self.fold.name!r} has no test utterances")
         metrics: dict[str, Any] = {}
-        if stages[-1].task == "distill":  # a distillation-only experiment has nothing to classify
+        last = get_task(stages[-1].task, stages[-1].name)
+        if last.target == "none":  # a distillation-only experiment has nothing to classify
             warnings.warn("the last stage distils: no test predictions or metrics", stacklevel=2)
         else:
             dataset = exp.components.dataset(cfg, stages[-1], model, test, exp.classes, "test")
             accel = cfg.trainer.accelerator
             device = "cuda" if accel in ("gpu", "cuda", "auto") and torch.cuda.is_available() else "cpu"
-            if stages[-1].task in REGRESSION_TASKS:  # PCC / CCC / MAE + UAR / WAR of the binarised scores
+            if last.target == "regression":  # PCC / CCC / MAE + UAR / WAR of the binarised scores
                 values = predict_values(model, dataset, cfg.data, cfg.eval.batch_size, device)
                 opts = stages[-1].task_options
                 train = [exp.by_id[i] for i in self.fold.train]
