@@ -2,6 +2,8 @@
 
 import csv
 import json
+import os
+import signal
 
 import lightning as L
 import pytest
@@ -313,3 +315,44 @@ def test_a_run_killed_mid_epoch_resumes_to_identical_results(tmp_path, manifest,
     assert (run / "curves.csv").read_text() == (ref / "curves.csv").read_text()  # every epoch's losses
     assert _json(run / "metrics.json") == _json(ref / "metrics.json")
     assert (run / "predictions.jsonl").read_text() == (ref / "predictions.jsonl").read_text()
+
+
+class CtrlC(L.Callback):
+    """Sends this process SIGINT at batch ``batch`` of epoch ``epoch`` of the ``stage``-th fit; counts steps per fit."""
+
+    def __init__(self, stage=None, epoch=None, batch=None):
+        self.at, self.fits, self.steps = (stage, epoch, batch), 0, {}
+
+    def on_train_start(self, trainer, pl_module):
+        self.fits += 1
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.steps[self.fits] = self.steps.get(self.fits, 0) + 1
+        if self.at == (self.fits, trainer.current_epoch, batch_idx):
+            self.at = None
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+@pytest.mark.parametrize("stage", [1, 2])
+def test_ctrl_c_mid_epoch_resumes_at_that_step_to_identical_results(tmp_path, manifest, stage):
+    from emofuse.training.callbacks import TrainingInterrupted
+
+    sets = {"model.dropout": 0.3, "trainer.max_epochs": 3, "data.num_workers": 0}
+    sets["stages"] = "[{name: distill, task: distill}, {name: finetune, task: classify}]"
+    cfg = fake_config(manifest, **sets)
+    ref = CtrlC()
+    _run(cfg, tmp_path / "ref", callbacks=[ref])
+    first = CtrlC(stage, epoch=1, batch=2)
+    with pytest.raises(TrainingInterrupted, match="Ctrl-C"):
+        _run(cfg, tmp_path / "run", callbacks=[first])
+    name = ("distill", "finetune")[stage - 1]
+    stage_dir = tmp_path / "run" / "seed0" / "seed0" / name
+    assert first.steps[stage] == ref.steps[1] // 3 + 3  # stopped right after the step it was asked in
+    assert read_checkpoint_meta(stage_dir / "last.safetensors")["epoch"] == 0  # epoch 1 unfinished
+    again = CtrlC()
+    _run(cfg, tmp_path / "run", callbacks=[again])
+    assert first.steps[stage] + again.steps[1] == ref.steps[stage]  # resumed at that step: no step done twice
+    ref_dir, run_dir = (tmp_path / x / "seed0" / "seed0" for x in ("ref", "run"))
+    assert (run_dir / "curves.csv").read_text() == (ref_dir / "curves.csv").read_text()
+    assert _json(run_dir / "metrics.json") == _json(ref_dir / "metrics.json")
+    assert (run_dir / "predictions.jsonl").read_text() == (ref_dir / "predictions.jsonl").read_text()

@@ -8,8 +8,12 @@ Every epoch :class:`SafetensorsCheckpoint` writes, into the stage folder and alw
 * ``last.ckpt``: Lightning's full state (optimiser, scheduler, loops, callbacks), for an exact resume;
 * ``curves.csv``: one row per epoch (learning rate and every logged epoch value).
 
+Ctrl-C during a fit asks :class:`SafetensorsCheckpoint` to stop at the next optimiser step: it writes
+``last.ckpt`` there (with the position in the epoch and the epoch's running loss sums) and the run later resumes
+at that step, the epoch's trained batches skipped; a second Ctrl-C stops at once.
+
 :class:`CrashResume` passes ``last.ckpt`` to ``Trainer.fit`` when it exists, so a run killed
-mid-way (Ctrl-C, SIGTERM, kill -9, a crash) continues from its last finished epoch, exactly: ``last.ckpt``
+mid-way (SIGTERM, kill -9, a crash) continues from its last finished epoch, exactly: ``last.ckpt``
 holds the optimiser, scheduler and loop state and the random generators' states at the end of that epoch
 (restored at the first step after the resume), and the data order and loader seeds come from
 ``(seed, epoch)``, so an interrupted run ends with the metrics of an uninterrupted one.
@@ -17,6 +21,7 @@ holds the optimiser, scheduler and loop state and the random generators' states 
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import math
@@ -25,7 +30,7 @@ import random
 import signal
 import threading
 import zipfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -160,32 +165,82 @@ class SafetensorsCheckpoint(Checkpoint):
         self.history: list[dict[str, Any]] = []
         self._lr: float | None = None
         self._rng: dict[str, Any] | None = None  # from last.ckpt: applied at the first step after a resume
+        self._position: tuple[int, int] | None = None  # (epoch, batches done) of a checkpoint written mid-epoch
+        self._stop = False
+        #: The global step ``last.ckpt`` was written at after a stop request mid-epoch (``None``: not stopped so).
+        self.saved_at_step: int | None = None
 
     @property
     def state_key(self) -> str:  # noqa: D102
         return f"SafetensorsCheckpoint[{self.monitor}]"
 
     def state_dict(self) -> dict[str, Any]:
-        """Best score and epoch, the curves, and the random generators' states at the moment of saving."""
+        """What ``last.ckpt`` keeps of this callback: best score and epoch, curves, learning rate, RNG states.
+
+        Also the position in the epoch of a checkpoint written mid-epoch (``None`` at an epoch's end).
+        """
         return {
             "best_score": self.best_score,
             "best_epoch": self.best_epoch,
             "history": list(self.history),
+            "lr": self._lr,
+            "position": list(self._position) if self._position else None,
             "rng": rng_state(),
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Restore the bookkeeping; the random generators are restored when training continues."""
+        """Restore the bookkeeping; the random generators and the data position are restored when training starts."""
         self.best_score = state_dict.get("best_score")
         self.best_epoch = state_dict.get("best_epoch")
         self.history = list(state_dict.get("history", []))
+        self._lr = state_dict.get("lr")
+        position = state_dict.get("position")
+        self._position = (int(position[0]), int(position[1])) if position else None
         self._rng = state_dict.get("rng")
+
+    def request_stop(self) -> None:
+        """Stop at the next step boundary, after writing ``last.ckpt`` there (what Ctrl-C asks for)."""
+        self._stop = True
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """A checkpoint written mid-epoch: the data module skips the batches that epoch already trained on."""
+        if self._position is not None and hasattr(trainer.datamodule, "resume_at"):
+            trainer.datamodule.resume_at(*self._position)
+        self._position = None
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, idx: int) -> None:
         """On the first step after a resume, put the random generators where the interrupted run had them."""
         if self._rng is not None:
             set_rng_state(self._rng)
             self._rng = None
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, idx: int
+    ) -> None:
+        """After a stop request, write ``last.ckpt`` at this step (the epoch's last step: at the epoch end) and stop."""
+        if (idx + 1) % trainer.accumulate_grad_batches:  # mid-accumulation: stop after the optimiser step
+            return
+        stop = trainer.strategy.reduce_boolean_decision(self._stop, all=False)  # every rank stops at the same step
+        if not stop or trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+            return
+        if self.save_ckpt:
+            self._position = (trainer.current_epoch, trainer.fit_loop.epoch_loop.batch_progress.current.processed)
+            self._save_ckpt(trainer)
+            self._position = None
+            self.saved_at_step = trainer.global_step
+        raise KeyboardInterrupt
+
+    def on_validation_batch_end(self, trainer: L.Trainer, *args: Any, **kwargs: Any) -> None:
+        """A stop request during validation stops now; the stage resumes from its last finished epoch."""
+        if not trainer.sanity_checking and trainer.strategy.reduce_boolean_decision(self._stop, all=False):
+            raise KeyboardInterrupt
+
+    def _save_ckpt(self, trainer: L.Trainer) -> None:
+        tmp = self.dirpath / f".{LAST_CKPT}.tmp"
+        self.dirpath.mkdir(parents=True, exist_ok=True)
+        trainer.save_checkpoint(tmp)  # every rank calls it; the strategy writes on rank 0
+        if trainer.is_global_zero:
+            os.replace(tmp, self.dirpath / LAST_CKPT)
 
     def _improved(self, value: float) -> bool:
         if math.isnan(value):
@@ -227,11 +282,31 @@ class SafetensorsCheckpoint(Checkpoint):
                 save_checkpoint(model, self.dirpath / "best.safetensors", {**info, "epoch": epoch, "score": value})
             write_curves(self.dirpath / "curves.csv", self.history)
         if self.save_ckpt:
-            tmp = self.dirpath / f".{LAST_CKPT}.tmp"
-            trainer.save_checkpoint(tmp)  # every rank calls it; the strategy writes on rank 0
-            if trainer.is_global_zero:
-                os.replace(tmp, self.dirpath / LAST_CKPT)
+            self._save_ckpt(trainer)
         trainer.strategy.barrier("emofuse.checkpoint")
+        if trainer.strategy.reduce_boolean_decision(self._stop, all=False):
+            raise KeyboardInterrupt  # a stop asked for in the epoch's last step: stop at its end, saved
+
+
+@contextlib.contextmanager
+def _stop_at_step_on_ctrl_c(trainer: L.Trainer) -> Iterator[None]:
+    """The first Ctrl-C asks the checkpoint callbacks to stop at the next step, saved there; a second one stops now."""
+    savers = [c for c in trainer.callbacks if isinstance(c, SafetensorsCheckpoint)]  # type: ignore[attr-defined]
+    if not savers or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def first(signum: int, frame: Any) -> None:
+        for c in savers:
+            c.request_stop()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    previous = signal.signal(signal.SIGINT, first)
+    try:
+        yield
+    finally:
+        if signal.getsignal(signal.SIGINT) in (first, signal.default_int_handler):
+            signal.signal(signal.SIGINT, previous)
 
 
 class CrashResume:
@@ -289,20 +364,25 @@ class CrashResume:
         self.check()
         ckpt = self.ckpt_path
         try:
-            trainer.fit(module, datamodule=datamodule, ckpt_path=str(ckpt) if ckpt else None)
+            with _stop_at_step_on_ctrl_c(trainer):
+                trainer.fit(module, datamodule=datamodule, ckpt_path=str(ckpt) if ckpt else None)
         except SystemExit as e:  # Lightning ends Ctrl-C with sys.exit(1) and SIGTERM with SIGTERMException
             if not trainer.interrupted:
                 raise
             name = "SIGTERM" if isinstance(e, SIGTERMException) else "SIGINT"
             if name == "SIGINT" and threading.current_thread() is threading.main_thread():
                 signal.signal(signal.SIGINT, signal.default_int_handler)  # Lightning ignores further Ctrl-C
-            raise TrainingInterrupted(self._stopped(name), name) from None
+            raise TrainingInterrupted(self._stopped(name, trainer), name) from None
         if trainer.interrupted:
-            raise TrainingInterrupted(self._stopped(None))
+            raise TrainingInterrupted(self._stopped(None, trainer))
         return ckpt is not None
 
-    def _stopped(self, name: str | None) -> str:
+    def _stopped(self, name: str | None, trainer: L.Trainer | None = None) -> str:
+        steps = [c.saved_at_step for c in getattr(trainer, "callbacks", []) if isinstance(c, SafetensorsCheckpoint)]
+        step = next((s for s in steps if s is not None), None)
         saved = "its last finished epoch is saved" if self.ckpt_path else "no epoch had finished"
+        if step is not None:
+            saved = f"its progress up to step {step} is saved"
         by = {"SIGINT": "Ctrl-C (SIGINT)", "SIGTERM": "SIGTERM"}.get(name or "", "an interruption")
         return f"training stopped by {by} in {self.dirpath}; {saved}: run the same command again to resume"
 

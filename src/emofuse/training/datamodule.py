@@ -12,6 +12,7 @@ from the global RNG that dropout uses.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -31,16 +32,31 @@ DatasetFactory = Callable[[list[Utterance], str], Dataset]
 
 
 class _EpochAware(Sampler[list[int]]):
-    """Expose a batch sampler as ``.sampler`` so Lightning calls its ``set_epoch`` every epoch."""
+    """Expose a batch sampler as ``.sampler`` so Lightning calls its ``set_epoch`` every epoch.
 
-    def __init__(self, batch_sampler: Any) -> None:
+    ``skip``: leave out the first batches of the first pass (a run resumed mid-epoch); the length stays the epoch's.
+    """
+
+    def __init__(self, batch_sampler: Any, skip: int = 0) -> None:
         self.sampler = batch_sampler
+        self.skip = skip
 
     def __iter__(self) -> Iterator[list[int]]:
-        return iter(self.sampler)
+        skip, self.skip = self.skip, 0
+        return itertools.islice(iter(self.sampler), skip, None)
 
     def __len__(self) -> int:
         return len(self.sampler)
+
+
+class _ResumableLoader(DataLoader):
+    """A loader Lightning may resume mid-epoch: the position comes from the checkpoint callback (batches done)."""
+
+    def state_dict(self) -> dict[str, Any]:  # noqa: D102
+        return {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:  # noqa: D102
+        return None
 
 
 def make_loader(
@@ -52,6 +68,7 @@ def make_loader(
     rank: int = 0,
     batch_size: int | None = None,
     epoch: int = 0,
+    skip: int = 0,
 ) -> DataLoader:
     """A dataloader with the configured batch sampler.
 
@@ -64,6 +81,7 @@ def make_loader(
         rank: This process' rank.
         batch_size: Force fixed batches of this size (overrides the data section).
         epoch: The epoch whose batches the loader starts with (its length is that epoch's batch count).
+        skip: Batches of that epoch already trained (a run resumed mid-epoch); they are not loaded again.
     """
     collate = getattr(dataset, "collate", None)
     if not callable(collate):
@@ -84,9 +102,9 @@ def make_loader(
             rank=rank,
         )
     sampler.set_epoch(epoch)
-    return DataLoader(
+    return _ResumableLoader(
         dataset,
-        batch_sampler=_EpochAware(sampler),
+        batch_sampler=_EpochAware(sampler, skip),
         collate_fn=collate,
         num_workers=data.num_workers,
         persistent_workers=data.num_workers > 0,
@@ -125,6 +143,11 @@ class FoldDataModule(L.LightningDataModule):
         self.data = data
         self.seed = seed
         self.datasets: dict[str, Dataset] = {}
+        self._resume: tuple[int, int] | None = None
+
+    def resume_at(self, epoch: int, batches: int) -> None:
+        """The next training loader of ``epoch`` starts after its first ``batches`` batches (a mid-epoch resume)."""
+        self._resume = (epoch, batches)
 
     def dataset(self, split: str) -> Dataset:
         """The dataset of ``split`` (built on first use)."""
@@ -153,7 +176,10 @@ class FoldDataModule(L.LightningDataModule):
         world, rank = self._replicas()
         trainer = getattr(self, "trainer", None)
         epoch = int(trainer.current_epoch) if trainer is not None else 0
-        return make_loader(self.dataset(split), self.data, shuffle, self.seed, world, rank, epoch=epoch)
+        skip = 0
+        if shuffle and self._resume is not None and self._resume[0] == epoch:
+            skip, self._resume = self._resume[1], None
+        return make_loader(self.dataset(split), self.data, shuffle, self.seed, world, rank, epoch=epoch, skip=skip)
 
     def train_dataloader(self) -> DataLoader:  # noqa: D102
         if not self.split_records["train"]:

@@ -227,6 +227,8 @@ class TaskModule(L.LightningModule):
         self.strict_loading = False
         #: Set once a regression output (``preds``) has been seen: predictions are scored as regression.
         self.regression = False
+        #: ``part -> (sum of batch-size-weighted values, total batch size)`` of the training epoch so far.
+        self._train_sums: dict[str, tuple[Tensor, int]] = {}
 
     def forward(self, batch: dict[str, Any]) -> dict[str, Tensor]:
         """Run the task on one batch."""
@@ -242,6 +244,9 @@ class TaskModule(L.LightningModule):
         train = split == "train"
         for key, value in out.items():
             if key in _OUTPUT_KEYS or not isinstance(value, Tensor) or value.numel() != 1:
+                continue
+            if train:  # epoch means kept here, in the checkpoint: a run resumed mid-epoch logs the same means
+                self._accumulate(key, value.detach().float().reshape(()), size or 1)
                 continue
             self.log(
                 f"{split}/{key}",
@@ -274,6 +279,19 @@ class TaskModule(L.LightningModule):
                     )
                 )
         return out["loss"]
+
+    def _accumulate(self, key: str, value: Tensor, weight: int) -> None:
+        total, count = self._train_sums.get(key, (torch.zeros((), device=value.device), 0))
+        self._train_sums[key] = (total.to(value.device) + value * weight, count + weight)
+
+    def on_train_epoch_start(self) -> None:  # noqa: D102 - not called when Lightning resumes mid-epoch
+        self._train_sums = {}
+
+    def on_train_epoch_end(self) -> None:
+        """Log the epoch means of the training losses (``train/<part>``), weighted by batch size."""
+        for key, (total, count) in self._train_sums.items():
+            self.log(f"train/{key}", total / count, on_epoch=True, prog_bar=key == "loss", sync_dist=True)
+        self._train_sums = {}
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         """Loss of one training batch.
@@ -375,11 +393,19 @@ class TaskModule(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": sched}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Leave frozen parameters (teachers) out of the Lightning checkpoint; they are rebuilt on resume."""
+        """Leave frozen parameters (teachers) out of the Lightning checkpoint; keep the epoch's running loss sums.
+
+        The teachers are rebuilt on resume; the sums let a checkpoint written mid-epoch log the epoch's true means.
+        """
         frozen = {f"task.{n}" for n, p in self.task.named_parameters() if not p.requires_grad}
         state = checkpoint.get("state_dict", {})
         for key in [k for k in state if k in frozen]:
             del state[key]
+        checkpoint["emofuse_train_sums"] = {k: [float(t), int(n)] for k, (t, n) in self._train_sums.items()}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:  # noqa: D102
+        sums = checkpoint.get("emofuse_train_sums") or {}
+        self._train_sums = {k: (torch.tensor(t, dtype=torch.float32), int(n)) for k, (t, n) in sums.items()}
 
 
 def _as_probs(out: dict[str, Tensor]) -> Tensor:
