@@ -116,7 +116,7 @@ def _speech_rows(task: str, tiny: bool) -> list[Row]:
             Row(f"{task}/lr-tiny-pad10-all", "sklearn", Features(tw, {**stats, "pad_to": 10}), "all", note="10 s"),
         ]
     labels = () if task == "ravdess8" else ("data.labels=ravdess4",)
-    smoke = ("encoders.audio=tiny-whisper", "model.num_layers=3", "trainer.max_epochs=2") if tiny else ()
+    smoke = ("encoders.audio=tiny-whisper", "model.num_layers=3", "trainer.max_epochs=1") if tiny else ()
     rows += [
         Row(
             f"{task}/probe",
@@ -189,7 +189,9 @@ def prepare_task(task: str, data: Path, work: Path) -> Path:
                 if split == "train" and int(str(r.dialogue).rsplit("dia", 1)[-1]) % 10 == 0:
                     split = "dev"
                 records.append(r.model_copy(update={"split": split}))
-    write_manifest(records, out)
+    tmp = out.with_name(out.name + f".{os.getpid()}.tmp")
+    write_manifest(records, tmp, overwrite=True)
+    os.replace(tmp, out)  # atomic: concurrent rows never see a half-written manifest
     return out
 
 

@@ -129,3 +129,20 @@ def test_inconsistent_modality_logits_fall_back_to_probs():
     out = ClassificationTask(Mismatch())({"a": a, "t": t, "labels": torch.tensor([1])})
     p = ((a / 0.5).softmax(-1) + (t / 0.5).softmax(-1)) / 2
     assert out["loss"].item() == pytest.approx(-math.log(p[0, 1].item()), rel=1e-6)
+
+
+def test_l2_penalty_is_half_lambda_times_squared_weight_matrices_only():
+    from emofuse.models import create_model
+
+    model = create_model("probe", modality="audio", input_dim=3, num_classes=2)
+    feats = torch.randn(4, 2, 3)
+    batch = {
+        "features": {"audio": feats, "audio_mask": torch.ones(4, 2, dtype=torch.bool)},
+        "labels": torch.tensor([0, 1, 1, 0]),
+    }
+    plain = ClassificationTask(model, loss="ce")(batch)["loss"]
+    ridge = ClassificationTask(model, loss="ce", l2=0.5)(batch)["loss"]
+    expected = plain + 0.5 * 0.5 * model.head.weight.pow(2).sum()  # the bias is not penalised
+    assert torch.allclose(ridge, expected)
+    with pytest.raises(ValueError, match="l2 must be"):
+        ClassificationTask(model, loss="ce", l2=-1.0)

@@ -165,3 +165,19 @@ def test_encoder_lr_for_a_model_without_an_encoder_is_an_error():
     task = FakeClassify(FakeModel())
     with pytest.raises(ValueError, match="declares no encoder layers"):
         parameter_groups(task, OptimConfig(encoder_lr=1e-5))
+
+
+def test_lbfgs_optimizer_for_convex_probes():
+    import pytest
+    import torch
+
+    from emofuse.config.schema import OptimConfig
+    from emofuse.training.lit_module import build_optimizer
+
+    params = [torch.nn.Parameter(torch.zeros(3))]
+    opt = build_optimizer(params, OptimConfig(name="lbfgs", lr=1.0))
+    assert isinstance(opt, torch.optim.LBFGS) and opt.defaults["line_search_fn"] == "strong_wolfe"
+    with pytest.raises(ValueError, match="no weight_decay"):
+        build_optimizer(params, OptimConfig(name="lbfgs", weight_decay=0.1))
+    with pytest.raises(ValueError, match="one learning rate"):
+        build_optimizer([{"params": params, "lr": 1.0}], OptimConfig(name="lbfgs"))

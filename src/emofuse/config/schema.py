@@ -187,9 +187,14 @@ class OptimConfig(_Section):
             For models that declare their encoder's layers (``finetuned_encoder``).
         layer_decay: Layer-wise decay: block ``i`` of ``L`` gets ``encoder_lr · layer_decay^(L - i)``, the input
             embedding ``encoder_lr · layer_decay^L`` (1: no decay).
+
+    ``name: lbfgs`` is full-batch L-BFGS with a strong-Wolfe line search (``lr`` is its step size, 1.0 as in
+    scikit-learn's solver; 20 iterations per training step): for convex probes, with a batch that holds the whole
+    training split and the classify task's ``l2`` penalty, it fits the same multinomial logistic regression as
+    scikit-learn's ``LogisticRegression`` (``l2 = 1 / (C · n_train)``).
     """
 
-    name: Literal["adam", "adamw", "sgd"] = "adam"
+    name: Literal["adam", "adamw", "sgd", "lbfgs"] = "adam"
     lr: float = Field(default=1e-3, gt=0)
     weight_decay: float = Field(default=0.0, ge=0)
     momentum: float = Field(default=0.9, ge=0, lt=1)

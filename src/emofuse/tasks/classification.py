@@ -59,6 +59,9 @@ class ClassificationTask(Task):
         class_weights: Optional per-class weights ``(C,)`` (weighted mean, as ``F.nll_loss``).
         label_smoothing: For ``"ce"`` only.
         eps: Clamp for ``log`` of probabilities.
+        l2: Ridge penalty ``l2 / 2 · Σ ||W||²`` over the model's trainable weight matrices (biases and other
+            1-d parameters excluded), added to the loss: a probe trained with it is an L2-regularised
+            logistic regression (scikit-learn's ``C`` is ``1 / (l2 · n_train)``).
 
     Returns from :meth:`forward`:
         ``{"loss", "logits" (B, C), "probs" (B, C), "labels" (B,)}``; ``logits``/``probs`` detached.
@@ -86,8 +89,12 @@ class ClassificationTask(Task):
         class_weights: Sequence[float] | Tensor | None = None,
         label_smoothing: float = 0.0,
         eps: float = 1e-12,
+        l2: float = 0.0,
     ) -> None:
         super().__init__(model)
+        if l2 < 0:
+            raise ValueError(f"l2 must be >= 0, got {l2}")
+        self.l2 = float(l2)
         if loss not in ("prob_average_ce", "ce"):
             raise ValueError(f"loss must be 'prob_average_ce' or 'ce', got {loss!r}")
         if label_smoothing and loss != "ce":
@@ -102,6 +109,7 @@ class ClassificationTask(Task):
             "class_weights": None if weights is None else weights.tolist(),
             "label_smoothing": self.label_smoothing,
             "eps": eps,
+            "l2": self.l2,
         }
 
     def forward(self, batch: dict[str, Any]) -> dict[str, Tensor]:
@@ -135,6 +143,9 @@ class ClassificationTask(Task):
             loss = prob_average_ce_from_logits(logits[None], labels, 1.0, weights)
         else:
             loss = prob_average_ce(probs if probs is not None else logits.softmax(-1), labels, weights, self.eps)
+        if self.l2:  # ridge penalty on the trainable weight matrices (not biases): logistic regression's L2
+            weights_sq = [p.pow(2).sum() for p in self.model.parameters() if p.requires_grad and p.ndim >= 2]
+            loss = loss + 0.5 * self.l2 * torch.stack(weights_sq).sum() if weights_sq else loss
         if probs is None:
             probs = logits.float().softmax(-1)
         if logits is None:

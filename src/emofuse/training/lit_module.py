@@ -138,7 +138,7 @@ def parameter_groups(task: nn.Module, optim: OptimConfig) -> list[nn.Parameter] 
 def build_optimizer(
     params: Iterable[nn.Parameter] | Iterable[dict[str, Any]], optim: OptimConfig
 ) -> torch.optim.Optimizer:
-    """Adam, AdamW or SGD from an :class:`~emofuse.config.OptimConfig` (over parameters or parameter groups)."""
+    """Adam, AdamW, SGD or L-BFGS from an :class:`~emofuse.config.OptimConfig` (over parameters or groups)."""
     params = list(params)
     if not params:
         raise ValueError("the task has no trainable parameters")
@@ -148,6 +148,10 @@ def build_optimizer(
         return torch.optim.AdamW(params, lr=optim.lr, betas=optim.betas, weight_decay=optim.weight_decay)
     if optim.name == "sgd":
         return torch.optim.SGD(params, lr=optim.lr, momentum=optim.momentum, weight_decay=optim.weight_decay)
+    if optim.name == "lbfgs":  # full-batch convex probes; one parameter group, no weight decay (use task l2)
+        if any(isinstance(p, dict) for p in params) or optim.weight_decay:
+            raise ValueError("optim.name=lbfgs takes one learning rate and no weight_decay (use task_options.l2)")
+        return torch.optim.LBFGS(params, lr=optim.lr, max_iter=20, history_size=10, line_search_fn="strong_wolfe")
     raise ValueError(f"unknown optimizer {optim.name!r}")
 
 
