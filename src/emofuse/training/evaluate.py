@@ -20,7 +20,8 @@ from torch.utils.data import Dataset
 from emofuse.config.schema import DataConfig, ExperimentConfig
 from emofuse.data.manifest import Utterance, read_manifest
 from emofuse.losses.classification import IGNORE_INDEX
-from emofuse.metrics import aggregate, classification_metrics, mult_f1, regression_metrics
+from emofuse.metrics import aggregate
+from emofuse.metrics.scoring import score_classes, score_values
 from emofuse.metrics.tables import f1_conventions, headline_metric
 from emofuse.models.base import EmotionModel, ModelOutput
 from emofuse.models.checkpoint import load_checkpoint
@@ -150,18 +151,13 @@ def score_regression(
 ) -> dict[str, Any]:
     """:func:`~emofuse.metrics.regression_metrics` (PCC, CCC, MAE, UAR / WAR) of the first target column.
 
-    Rows without a target (NaN) are left out. With several targets, ``per_target`` holds the metrics of each.
+    Rows without a target (NaN) are left out. With several targets, ``per_target`` holds the metrics of each. The
+    same computation scores validation epochs (:mod:`emofuse.metrics.scoring`).
     """
     targets, preds = predictions["targets"], predictions["preds"]
     if targets is None:
         return {}
-    per_target: list[dict[str, Any]] = []
-    for k in range(preds.shape[-1]):
-        keep = torch.isfinite(targets[:, k])
-        if int(keep.sum()) == 0:
-            per_target.append({})
-            continue
-        per_target.append(regression_metrics(targets[keep, k].numpy(), preds[keep, k].numpy(), threshold, rescale_to))
+    per_target = score_values(targets.numpy(), preds.numpy(), threshold, rescale_to)
     metrics = dict(per_target[0]) if per_target else {}
     if len(per_target) > 1:
         metrics["per_target"] = per_target
@@ -202,18 +198,15 @@ def write_regression_predictions(path: str | Path, predictions: Mapping[str, Any
 
 
 def score(predictions: Mapping[str, Any], classes: Sequence[str]) -> dict[str, Any]:
-    """``classification_metrics`` (WA, UA, F1s, confusion, ...) plus ``mult_f1`` of labelled predictions."""
+    """``classification_metrics`` (WA, UA, F1s, confusion, ...) plus ``mult_f1`` of labelled predictions.
+
+    The same computation scores validation epochs (:func:`emofuse.metrics.scoring.score_classes`).
+    """
     labels = predictions["labels"]
     if labels is None:
         return {}
     keep = labels != IGNORE_INDEX
-    y = [classes[i] for i in labels[keep].tolist()]
-    p = [classes[i] for i in predictions["probs"][keep].argmax(-1).tolist()]
-    if not y:
-        return {}
-    metrics = classification_metrics(y, p, labels=list(classes))
-    metrics["mult_f1"] = mult_f1(y, p, labels=list(classes))
-    return metrics
+    return score_classes(labels[keep].tolist(), predictions["probs"][keep].numpy(), classes)
 
 
 def write_predictions(path: str | Path, predictions: Mapping[str, Any], classes: Sequence[str]) -> Path:

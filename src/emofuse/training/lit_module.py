@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from emofuse.config.schema import OptimConfig
 from emofuse.losses.classification import IGNORE_INDEX
-from emofuse.metrics import classification_metrics, mult_f1, regression_metrics
+from emofuse.metrics.scoring import scalar_summary, score_classes, score_values
 
 __all__ = [
     "TaskModule",
@@ -346,45 +346,28 @@ class TaskModule(L.LightningModule):
             self.log(f"{split}/{key}", value, on_step=False, on_epoch=True, sync_dist=False)
 
     def score(self, predictions: dict[str, Any]) -> dict[str, float]:
-        """Scalar metrics of gathered predictions (empty without labels or class names)."""
+        """Scalar metrics of gathered predictions (empty without labels or class names).
+
+        Computed by the same functions as the test split and ``emofuse evaluate`` (:mod:`emofuse.metrics.scoring`).
+        """
         if self.regression:
             return self._score_regression(predictions)
         labels = predictions["labels"]
         if labels is None or self.classes is None:
             return {}
         keep = labels != IGNORE_INDEX
-        if not bool(keep.any()):
-            return {}
-        y = labels[keep].tolist()
-        p = predictions["probs"][keep].argmax(-1).tolist()
-        index = list(range(len(self.classes)))
-        m = classification_metrics(y, p, labels=index)
-        return {
-            "wa": m["wa"],
-            "ua": m["ua"],
-            "macro_f1": m["macro_f1"],
-            "weighted_f1": m["weighted_f1"],
-            "mult_f1": mult_f1(y, p, labels=index)["macro"],
-        }
+        names = [str(c) for c in self.classes]
+        return scalar_summary(score_classes(labels[keep].tolist(), predictions["probs"][keep].numpy(), names))
 
     def _score_regression(self, predictions: dict[str, Any]) -> dict[str, float]:
-        """PCC / CCC / MAE / UAR / WAR of the first target (mean over targets when there are several)."""
+        """PCC / CCC / MAE / UAR / WAR / weighted F1, the mean over the scored targets."""
         targets, preds = predictions["labels"], predictions["probs"]  # (N, K) each
         if targets is None:
             return {}
-        threshold = float(getattr(self.task, "threshold", 0.0))
+        threshold = float(getattr(self.task, "threshold", 0.0))  # RegressionTask options (other tasks: defaults)
         rescale = getattr(self.task, "rescale_to", None)
         rescale = rescale if isinstance(rescale, tuple) else None  # "train" is resolved for the test split only
-        per_target = []
-        for k in range(preds.shape[-1]):
-            keep = torch.isfinite(targets[:, k])
-            if int(keep.sum()) < 2:
-                continue
-            m = regression_metrics(targets[keep, k].numpy(), preds[keep, k].numpy(), threshold, rescale)
-            per_target.append({key: float(m[key]) for key in ("pcc", "ccc", "mae", "uar", "war", "weighted_f1")})
-        if not per_target:
-            return {}
-        return {key: sum(m[key] for m in per_target) / len(per_target) for key in per_target[0]}
+        return scalar_summary(score_values(targets.numpy(), preds.numpy(), threshold, rescale))
 
     # ------------------------------------------------------------------------------ optimiser
 
