@@ -10,7 +10,7 @@ import torch
 
 from emofuse.data.manifest import write_manifest
 from emofuse.features import FeatureStore, extract_features
-from emofuse.features.parallel import PARTS, EncoderSpec, extract_parallel, split_shares
+from emofuse.features.parallel import PARTS, EncoderSpec, extract_parallel, extract_rank_share, split_shares
 from emofuse.testing.dummies import make_wav_corpus
 
 pytestmark = pytest.mark.slow
@@ -65,3 +65,30 @@ def test_shards_a_killed_run_left_in_its_parts_are_merged_not_recomputed(tmp_pat
     store = quiet(extract_parallel, records, spec, tmp_path / "f", 2, encoder=enc, root=root)
     assert len(store) == 6 and store.meta["counts"]["computed"] == 0 and not (store.path / PARTS).exists()
     assert json.loads((store.path / "meta.json").read_text())["counts"]["reused"] == 6
+
+
+def test_ranks_extract_their_shares_and_rank_zero_merges(tmp_path):
+    import threading
+
+    records = make_wav_corpus(tmp_path / "corpus", 7, seconds=0.3)
+    root = tmp_path / "corpus"
+    spec = EncoderSpec("tiny-wav2vec2", allow_random=True)
+    encoders = [quiet(spec.build), quiet(spec.build)]  # each rank its own copy (same seeded weights)
+    stores: dict[int, object] = {}
+
+    def rank(r):
+        stores[r] = quiet(
+            extract_rank_share, records, encoders[r], tmp_path / "feats", r, 2, root=root, poll_s=0.05, batch_size=1
+        )
+
+    threads = [threading.Thread(target=rank, args=(r,)) for r in (1, 0)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    one = quiet(extract_features, records, encoders[0], tmp_path / "one", root=root, batch_size=1, progress=False)
+    merged = FeatureStore.for_encoder(tmp_path / "feats", encoders[0])
+    assert len(merged) == 7 and merged.meta["counts"]["computed"] == 0  # rank 0's final pass reused every share
+    assert not (merged.path / PARTS).exists() and {0, 1} <= set(stores)
+    for r in records:
+        torch.testing.assert_close(merged.get(r.id), one.get(r.id), atol=0, rtol=0)

@@ -58,3 +58,17 @@ def test_utterances_whose_audio_cannot_be_read_are_left_out_of_every_split(tmp_p
     assert doc["n_runs"] == 1
     preds = (tmp_path / "run" / "seed0" / "seed0" / "predictions.jsonl").read_text().splitlines()
     assert not {json.loads(p)["id"] for p in preds} & {"u003", "u010"}
+
+
+def test_launched_ranks_come_from_torchrun_or_slurm(monkeypatch):
+    from emofuse.training.components import _launched_ranks
+
+    for var in ("RANK", "WORLD_SIZE", "SLURM_PROCID", "SLURM_NTASKS"):
+        monkeypatch.delenv(var, raising=False)
+    assert _launched_ranks() == (0, 1)  # one process, or Lightning's launcher before it starts the others
+    monkeypatch.setenv("SLURM_PROCID", "3")
+    monkeypatch.setenv("SLURM_NTASKS", "4")
+    assert _launched_ranks() == (3, 4)
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert _launched_ranks() == (1, 2)  # torchrun's variables win

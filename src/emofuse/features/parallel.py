@@ -8,10 +8,14 @@ atomic rename each; the shard headers carry their ids, hashes and encoder key), 
 manifest writes ``index.json`` and the completed ``meta.json`` — reusing every merged item, so nothing is encoded
 twice. A killed run leaves either part shards (merged first by the next run) or cache shards (reused); a reader
 never sees a cache marked complete before the merge finished.
+
+Under torchrun / SLURM, where every rank starts at once, :func:`extract_rank_share` splits the same way across the
+ranks: each rank encodes its share, rank 0 merges, and no rank waits idle while one encodes the whole manifest.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -34,9 +38,10 @@ from emofuse.features.extract import (
 )
 from emofuse.utils.io import atomic_write_json
 
-__all__ = ["EncoderSpec", "extract_parallel", "merge_parts", "split_shares"]
+__all__ = ["EncoderSpec", "extract_parallel", "extract_rank_share", "merge_parts", "split_shares"]
 
 PARTS = ".parts"
+_PART_DONE = "PART_DONE"
 #: Imported once by the fork server, so each worker starts without re-importing them (missing ones are skipped).
 _PRELOAD = ["torch", "transformers", "emofuse.encoders", "emofuse.encoders.hf_speech", "emofuse.encoders.hf_text"]
 _PRELOAD += ["emofuse.features.parallel"]
@@ -235,3 +240,83 @@ def _absolute(audio: str | None, base: Path) -> str | None:
     if audio is None or Path(audio).is_absolute():
         return audio
     return str((base / audio).resolve())
+
+
+def _share_token(share: Sequence[Utterance]) -> str:
+    import hashlib
+
+    return hashlib.sha256("\0".join(r.id for r in share).encode("utf-8")).hexdigest()[:16]
+
+
+def _share_done(cache_dir: Path, rank: int, token: str) -> bool:
+    marker = cache_dir / PARTS / f"{_PART_DONE}.{rank}"
+    try:
+        return json.loads(marker.read_text(encoding="utf-8")).get("token") == token
+    except (OSError, ValueError):
+        return False
+
+
+def extract_rank_share(
+    records: Sequence[Utterance],
+    encoder: Any,
+    out_dir: str | Path,
+    rank: int,
+    world_size: int,
+    *,
+    root: str | Path | None = None,
+    wait_s: float = 24 * 3600.0,
+    poll_s: float = 2.0,
+    **opts: Any,
+) -> FeatureStore:
+    """Distributed extraction: every rank encodes its share, rank 0 merges (no rank idles while one encodes all).
+
+    Rank ``r`` extracts the ``r``-th contiguous share of the utterances the cache lacks into ``.parts/rank<r>`` and
+    marks it done (the marker names the share, so a marker of another run's share is never taken for this one);
+    rank 0 waits for every share, merges them (:func:`merge_parts`) and writes the index; the other ranks return
+    once the cache holds every utterance.
+
+    Args:
+        records: Every utterance to extract (the same list, in the same order, on every rank).
+        encoder: This rank's copy of the encoder (the same weights on every rank).
+        out_dir: Feature root (or the cache folder).
+        rank: This rank.
+        world_size: Ranks taking part.
+        root: Folder relative audio paths resolve against.
+        wait_s: Give up waiting for the other ranks after this many seconds.
+        poll_s: Seconds between checks.
+        **opts: ``extract_features`` options (``batch_size``, ``max_duration``, ``dtype``, ...).
+
+    Raises:
+        FeatureCacheError: The other ranks (or rank 0's merge) did not finish within ``wait_s``.
+    """
+    layer, max_duration, dtype = opts.get("layer"), opts.get("max_duration"), opts.get("dtype", "float16")
+    key = encoder_key(encoder, layer, max_duration, dtype)
+    cache_dir = resolve_cache_dir(out_dir, key)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    base = Path(root) if root is not None else None
+    todo = _todo(records, key.modality, cache_dir, key.digest, base)
+    shares = split_shares(todo, world_size)
+    shares += [[] for _ in range(world_size - len(shares))]
+    tokens = [_share_token(s) for s in shares]
+    if shares[rank] and not _share_done(cache_dir, rank, tokens[rank]):
+        part = cache_dir / PARTS / f"rank{rank}"
+        extract_features(shares[rank], encoder, part, root=base, progress=False, **opts)
+    atomic_write_json(cache_dir / PARTS / f"{_PART_DONE}.{rank}", {"rank": rank, "token": tokens[rank]})
+    deadline = time.monotonic() + wait_s
+    if rank == 0:
+        while not all(_share_done(cache_dir, r, tokens[r]) for r in range(world_size)):
+            if time.monotonic() > deadline:
+                raise FeatureCacheError(f"{cache_dir}: the other ranks did not finish their shares in {wait_s:.0f} s")
+            time.sleep(poll_s)
+        merge_parts(cache_dir, key.digest)
+        return extract_features(list(records), encoder, out_dir, root=base, progress=False, **opts)
+    while True:
+        try:
+            store = FeatureStore(cache_dir, expected=key)
+            if all(r.id in store or r.id in store.failed for r in records):
+                return store
+        except FeatureCacheError:
+            pass
+        if time.monotonic() > deadline:
+            raise FeatureCacheError(f"{cache_dir}: rank 0 did not complete the cache in {wait_s:.0f} s")
+        time.sleep(poll_s)

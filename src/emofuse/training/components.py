@@ -9,7 +9,9 @@ default implementation builds:
   encoders' ``preprocess`` fills ``batch[m]`` (students that embed raw input, CMD); with
   ``features`` the feature cache fills ``batch["features"][m]`` (MulT, probes); a ``distill`` stage
   also gets the cached teacher states in ``batch["teacher"]``. Missing caches are extracted once
-  (resumable) by rank 0; other ranks wait for them. Modalities listed in ``encoders.files`` are read
+  (resumable): under torchrun / SLURM each rank encodes a share and rank 0 merges them
+  (:func:`~emofuse.features.parallel.extract_rank_share`); otherwise rank 0 extracts before the others start.
+  Modalities listed in ``encoders.files`` are read
   from the feature files the records name (``Utterance.features``), absent ones masked
   (``batch["present"]``); ``data.target`` adds ``batch["targets"]``;
 * the **task** from the task registry (:func:`emofuse.tasks.get_task`): each spec builds its objective and declares
@@ -56,6 +58,18 @@ def is_launcher_rank_zero() -> bool:
         if value not in (None, "", "0"):
             return False
     return True
+
+
+def _launched_ranks() -> tuple[int, int]:
+    """``(rank, world size)`` when a launcher started every rank at once (torchrun, SLURM), else ``(0, 1)``.
+
+    Lightning's own launcher starts the other ranks only when training begins, after rank 0 prepared the caches.
+    """
+    for rank_var, size_var in (("RANK", "WORLD_SIZE"), ("SLURM_PROCID", "SLURM_NTASKS")):
+        rank, size = os.environ.get(rank_var), os.environ.get(size_var)
+        if rank is not None and size is not None and rank.isdigit() and size.isdigit() and int(size) > 1:
+            return int(rank), int(size)
+    return 0, 1
 
 
 class Components:
@@ -248,6 +262,22 @@ class DefaultComponents(Components):
             except FeatureCacheError:
                 if records is None:
                     raise
+                rank, world = _launched_ranks()
+                if world > 1:  # torchrun / SLURM: every rank is running; each encodes a share, rank 0 merges
+                    from emofuse.features.parallel import extract_rank_share
+
+                    manifest = Path(cfg.data.manifest) if cfg.data.manifest is not None else None
+                    store = extract_rank_share(
+                        list(records),
+                        encoder,
+                        root,
+                        rank,
+                        world,
+                        root=manifest.parent if manifest is not None else None,
+                        batch_size=cfg.encoders.extract_batch_size,
+                        max_duration=max_duration,
+                    )
+                    break
                 if is_launcher_rank_zero():
                     manifest = Path(cfg.data.manifest) if cfg.data.manifest is not None else None
                     store = extract_features(
