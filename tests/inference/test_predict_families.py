@@ -191,3 +191,29 @@ def test_a_trained_feature_run_predicts_what_it_tested(tmp_path):
         rec = by_id[row["id"]]
         got = p.predict(tmp_path / rec.audio, text=rec.text).probabilities
         np.testing.assert_allclose([got[c] for c in p.classes], row["probs"], atol=1e-5)  # the run's class order
+
+
+def test_cli_scores_a_conversation_with_a_dialogue_model(corpus):
+    import json
+
+    from typer.testing import CliRunner
+
+    from emofuse.cli.main import app
+    from emofuse.data.manifest import write_manifest
+
+    root, records, _ = corpus
+    torch.manual_seed(0)
+    model = quiet(create_model, "cm_roberta", num_classes=2, audio_dim=32, text_dim=32, hidden=8, num_heads=2)
+    path = _save(model, root, "cm_roberta_cli", {"inputs": "features", **ENC})
+    manifest = write_manifest(records, root / "conversation.jsonl", overwrite=True)
+    res = CliRunner().invoke(app, ["predict", str(path), str(manifest), "--dialogue", "--json"])
+    assert res.exit_code == 0, res.output
+    rows = json.loads(res.output[res.output.index("{") :])["results"]
+    p = quiet(Predictor.from_checkpoint, path)
+    ref = p.predict_dialogue([root / r.audio for r in records], [r.text for r in records])
+    assert [r["file"] for r in rows] == [r.id for r in records]
+    for row, q in zip(rows, ref, strict=True):
+        assert row["probabilities"] == pytest.approx(q.probabilities, abs=1e-6)
+    mult = _save(quiet(create_model, "probe", modality="text", input_dim=32, num_classes=2), root, "p2", ENC)
+    res = CliRunner().invoke(app, ["predict", str(mult), str(manifest), "--dialogue"])
+    assert res.exit_code == 2 and "--dialogue needs a dialogue-level model" in res.output

@@ -195,6 +195,9 @@ def predict(
     hop: float = typer.Option(5.0, "--hop", min=0.1, help="Hop between windows in seconds."),
     windows: bool = typer.Option(False, "--windows", help="Also print the per-window results of long recordings."),
     batch_size: int = typer.Option(8, "--batch-size", min=1, help="Windows per forward pass."),
+    dialogue: bool = typer.Option(
+        False, "--dialogue", help="Score the inputs, in the order given, as one conversation (dialogue-level models)."
+    ),
 ) -> None:
     """Predict the emotion of each recording: label and class probabilities.
 
@@ -218,7 +221,16 @@ def predict(
     failures: list[dict[str, str]] = []
     from emofuse.utils.progress import track
 
-    for item in track(items, "predicting", disable=json_out or len(items) < 2):
+    if dialogue:  # one conversation, read in context (CM-RoBERTa); any bad utterance stops it, named
+        if not predictor.dialogue_level:
+            raise ValueError(
+                f"--dialogue needs a dialogue-level model; {predictor.meta.get('model_name')!r} scores utterances"
+            )
+        waves = [predictor.load(i.path, i.start, i.end) for i in items]
+        said = [text if text is not None else (_lookup(table, i) if table else None) or i.text for i in items]
+        preds = predictor.predict_dialogue(waves, said)
+        rows = [{"file": i.name, **p.to_dict()} for i, p in zip(items, preds, strict=True)]
+    for item in track([] if dialogue else items, "predicting", disable=json_out or len(items) < 2):
         given = text if text is not None else _lookup(table, item) if table else None
         try:
             with warnings.catch_warnings(record=True) as caught:
