@@ -249,7 +249,7 @@ def _capture_text_context(model: EmotionModel) -> tuple[list[Any], dict[str, Ten
     """
     store: dict[str, Tensor] = {}
     branch = getattr(model, "branch", None)
-    if not callable(branch) or "text" not in getattr(model, "modalities", ()):
+    if not callable(branch) or "text" not in model.modalities:
         return [], store
     text = branch("text")
     blocks = [*getattr(text, "cross", []), *getattr(text, "self_blocks", [])]

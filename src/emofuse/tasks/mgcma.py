@@ -107,7 +107,7 @@ class MGCMATask(Task):
         self.label_smoothing = float(label_smoothing)
         self.da_loss = DistributionContrastiveLoss(p, q, temperature, learn_similarity, learn_temperature)
         self.ia_loss = InstanceContrastiveLoss(temperature, iam_normalize, learn_temperature)
-        order = list(getattr(model, "config", {}).get("order", ["dam", "tam", "iam"]))
+        order = list(model.config.get("order", ["dam", "tam", "iam"]))
         dim = getattr(model, "dim", None)
         self.iam_proj: nn.ModuleDict | None = None
         if iam_projection and "iam" in order:
