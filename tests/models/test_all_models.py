@@ -126,7 +126,7 @@ def test_forward_backward(name, batch):
 
 
 @pytest.mark.parametrize("name", list_models())
-def test_rebuild_from_config(name, batch):
+def test_rebuild_from_config_and_declared_capabilities(name, batch):
     model = quiet(create_model, name, **tiny_kwargs(name)).eval()
     rebuilt = quiet(get_model_entry(name), **model.config)
     rebuilt.load_state_dict(model.state_dict())
@@ -134,21 +134,19 @@ def test_rebuild_from_config(name, batch):
     assert rebuilt.config == model.config
     batch = for_model(model, batch)
     assert torch.allclose(_scores(rebuilt(batch)), _scores(model(batch)), atol=1e-5)
+    _check_declared_capabilities(model, batch)
+
+
+def _check_declared_capabilities(model, batch):
+    """The declared capabilities match the forward: a model reads only what its input kind says, outputs its target."""
+    caps = model.capabilities()
+    assert caps.modalities == tuple(model.modalities) and set(caps.encoders) <= set(caps.modalities)
+    assert caps.level == ("dialogue" if model.dialogue_level else "utterance")
+    drop = ("features",) if caps.input_kind == "raw" else ("audio", "text")  # the other inputs are removed
+    out = model({k: v for k, v in batch.items() if k not in drop})
+    assert (out.values is not None) == (caps.target == "regression")
+    assert (out.logits is not None) == (caps.target == "classification")
 
 
 def _scores(out):
     return out.values if out.values is not None else out.logits
-
-
-@pytest.mark.parametrize("name", list_models())
-def test_declared_capabilities_match_the_forward(name, batch):
-    model = quiet(create_model, name, **tiny_kwargs(name)).eval()
-    caps = model.capabilities()
-    assert caps.modalities == tuple(model.modalities) and set(caps.encoders) <= set(caps.modalities)
-    assert caps.level == ("dialogue" if model.dialogue_level else "utterance")
-    b = for_model(model, batch)
-    # a model reads only what its input kind declares: the other inputs are removed
-    drop = ("features",) if caps.input_kind == "raw" else ("audio", "text")
-    out = model({k: v for k, v in b.items() if k not in drop})
-    assert (out.values is not None) == (caps.target == "regression")
-    assert (out.logits is not None) == (caps.target == "classification")
