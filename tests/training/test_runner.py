@@ -416,3 +416,20 @@ def test_kill_9_mid_epoch_then_resume_gives_the_uninterrupted_results(tmp_path, 
     assert (run / "curves.csv").read_text() == (ref / "curves.csv").read_text()
     assert _json(run / "metrics.json") == _json(ref / "metrics.json")
     assert (run / "predictions.jsonl").read_text() == (ref / "predictions.jsonl").read_text()
+
+
+def test_checkpoint_every_n_steps_resumes_a_killed_run_at_its_last_saved_step(tmp_path, manifest):
+    sets = {"model.dropout": 0.3, "trainer.max_epochs": 3, "trainer.checkpoint_every_n_steps": 2}
+    cfg = fake_config(manifest, **sets)
+    ref = CtrlC()
+    _run(cfg, tmp_path / "ref", callbacks=[ref])
+    killed = CtrlC()
+    with pytest.raises(RuntimeError, match="simulated kill -9"):  # at batch 4 of epoch 1
+        _run(cfg, tmp_path / "run", callbacks=[killed, MidEpochKill(1, epoch=1, batch=4)])
+    done = killed.steps[1] - 1  # the killed step never finished
+    again = CtrlC()
+    _run(cfg, tmp_path / "run", callbacks=[again])
+    assert again.steps[1] == ref.steps[1] - (done - done % 2)  # resumed at the last step saved (every 2 steps)
+    ref_dir, run_dir = (tmp_path / x / "seed0" / "seed0" for x in ("ref", "run"))
+    assert (run_dir / "curves.csv").read_text() == (ref_dir / "curves.csv").read_text()
+    assert _json(run_dir / "metrics.json") == _json(ref_dir / "metrics.json")

@@ -238,6 +238,9 @@ class TrainerConfig(_Section):
         num_sanity_val_steps: Validation batches run before training as a sanity check.
         find_unused_parameters: DDP ``find_unused_parameters`` (needed when part of the model gets no
             gradient, e.g. a classifier during distillation).
+        checkpoint_every_n_steps: Also write ``last.ckpt`` every this many optimiser steps within an epoch, so a
+            run killed without warning (kill -9, a lost machine) resumes at that step, not at the epoch's start
+            (``None``: at epoch ends only; Ctrl-C always saves the step it stops at).
     """
 
     max_epochs: int = Field(default=50, gt=0)
@@ -259,6 +262,7 @@ class TrainerConfig(_Section):
     limit_val_batches: int | float | None = None
     num_sanity_val_steps: int = Field(default=0, ge=-1)
     find_unused_parameters: bool = True
+    checkpoint_every_n_steps: int | None = Field(default=None, gt=0)
 
     @field_validator("logger", mode="before")
     @classmethod

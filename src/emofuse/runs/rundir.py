@@ -76,6 +76,7 @@ RUNTIME_KEYS = (
     "trainer.progress_bar",
     "trainer.logger",
     "trainer.log_every_n_steps",
+    "trainer.checkpoint_every_n_steps",
     "eval.digits",
 )
 

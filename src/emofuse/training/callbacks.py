@@ -142,6 +142,7 @@ class SafetensorsCheckpoint(Checkpoint):
         meta: Static fields for ``model.json`` (classes, encoders, task, stage).
         get_model: Returns the model to save from the LightningModule (default: ``module.task.model``).
         save_ckpt: Also write Lightning's ``last.ckpt`` (exact resume).
+        every_n_steps: Also write ``last.ckpt`` every this many optimiser steps within an epoch (``None``: no).
     """
 
     def __init__(
@@ -152,8 +153,10 @@ class SafetensorsCheckpoint(Checkpoint):
         meta: Mapping[str, Any] | None = None,
         get_model: Callable[[L.LightningModule], EmotionModel] | None = None,
         save_ckpt: bool = True,
+        every_n_steps: int | None = None,
     ) -> None:
         super().__init__()
+        self.every_n_steps = every_n_steps
         self.dirpath = Path(dirpath)
         self.monitor = monitor
         self.mode = resolve_mode(monitor, mode)
@@ -217,18 +220,23 @@ class SafetensorsCheckpoint(Checkpoint):
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, idx: int
     ) -> None:
-        """After a stop request, write ``last.ckpt`` at this step (the epoch's last step: at the epoch end) and stop."""
+        """Write ``last.ckpt`` at this step every ``every_n_steps`` steps, or after a stop request (then stop).
+
+        The epoch's last step is saved by the epoch end instead.
+        """
         if (idx + 1) % trainer.accumulate_grad_batches:  # mid-accumulation: stop after the optimiser step
             return
+        if trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+            return  # the epoch's end saves
         stop = trainer.strategy.reduce_boolean_decision(self._stop, all=False)  # every rank stops at the same step
-        if not stop or trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
-            return
-        if self.save_ckpt:
+        due = bool(self.every_n_steps) and trainer.global_step % int(self.every_n_steps or 1) == 0
+        if (stop or due) and self.save_ckpt:
             self._position = (trainer.current_epoch, trainer.fit_loop.epoch_loop.batch_progress.current.processed)
             self._save_ckpt(trainer)
             self._position = None
-            self.saved_at_step = trainer.global_step
-        raise KeyboardInterrupt
+            self.saved_at_step = trainer.global_step if stop else None
+        if stop:
+            raise KeyboardInterrupt
 
     def on_validation_batch_end(self, trainer: L.Trainer, *args: Any, **kwargs: Any) -> None:
         """A stop request during validation stops now; the stage resumes from its last finished epoch."""

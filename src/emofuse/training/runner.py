@@ -194,7 +194,9 @@ class _Run:
         }
         if cfg.encoders.standardize:
             meta["feature_stats"] = model.feature_stats
-        callbacks: list[Any] = [SafetensorsCheckpoint(sdir, monitor, mode, meta)]
+        callbacks: list[Any] = [
+            SafetensorsCheckpoint(sdir, monitor, mode, meta, every_n_steps=tcfg.checkpoint_every_n_steps)
+        ]
         stopper = early_stopping(monitor, tcfg.early_stopping_patience, mode)
         show = exp.progress and tcfg.progress_bar
         callbacks += [c for c in (stopper, progress_bar() if show else None) if c is not None]
