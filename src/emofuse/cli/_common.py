@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import os
 import sys
 from collections.abc import Callable
@@ -43,13 +44,20 @@ def handle_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def print_json(obj: Any) -> None:
-    """Write ``obj`` as JSON to stdout (plain, no rich markup, so it can be piped).
+def _json_safe(obj: Any) -> Any:
+    """``obj`` with NaN / infinite floats as ``None``: JSON has no NaN, and an undefined metric is ``null``."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    return obj
 
-    Raises:
-        ValueError: ``obj`` holds NaN or an infinity (not JSON; such a value is a failure upstream).
-    """
-    sys.stdout.write(json.dumps(obj, indent=2, ensure_ascii=False, allow_nan=False) + "\n")
+
+def print_json(obj: Any) -> None:
+    """Write ``obj`` as valid JSON to stdout (plain, no rich markup, so it can be piped); NaN / inf become null."""
+    sys.stdout.write(json.dumps(_json_safe(obj), indent=2, ensure_ascii=False, allow_nan=False) + "\n")
     sys.stdout.flush()
 
 
