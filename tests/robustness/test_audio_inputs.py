@@ -99,3 +99,21 @@ def test_paths_with_spaces_unicode_shell_and_markup(name, tmp_path, tiny_run, mo
     assert doc["results"][0]["file"] == str(clip)  # shown verbatim, never interpreted
     assert str(clip) in (tmp_path / "out" / "p.csv").read_text(encoding="utf-8")
     assert not (tmp_path / "pwned").exists() and {k: v for k, v in snapshot(tmp_path).items() if k in before} == before
+
+
+def test_markup_in_a_manifest_name_is_shown_verbatim_in_progress(tmp_path, monkeypatch, good_wav):
+    class Hears:
+        model_id = "fake"
+
+        def __init__(self, *a, **k):
+            pass
+
+        def transcribe(self, audio):
+            return "hello"
+
+    monkeypatch.setattr(asr, "Transcriber", Hears)
+    monkeypatch.setattr(asr, "_packaged_model_dir", lambda: tmp_path)
+    recs = [Utterance(id=f"u{i}", audio=str(good_wav), text="hello") for i in range(2)]
+    manifest = write_manifest(recs, tmp_path / "[red]m.jsonl")
+    out = invoke("transcribe", manifest, "--out", tmp_path / "asr.jsonl")
+    assert out.code == 0 and "transcribing [red]m.jsonl" in out.output, out.output

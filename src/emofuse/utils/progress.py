@@ -17,6 +17,7 @@ def track(items: Iterable[T], description: str, total: int | None = None, disabl
     if total is None and hasattr(items, "__len__"):
         total = len(items)  # type: ignore[arg-type]
     from rich.console import Console
+    from rich.markup import escape
 
     columns = (
         TextColumn("[progress.description]{task.description}"),
@@ -26,7 +27,7 @@ def track(items: Iterable[T], description: str, total: int | None = None, disabl
         TimeRemainingColumn(),
     )
     with Progress(*columns, console=Console(stderr=True), disable=disable, transient=False) as progress:
-        task = progress.add_task(description, total=total)
+        task = progress.add_task(escape(description), total=total)  # file names are shown, never interpreted
         for item in items:
             yield item
             progress.advance(task)
