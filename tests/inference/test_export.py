@@ -112,8 +112,11 @@ def test_never_overwrites_without_permission(predictor, exported):
 
 
 def test_unexportable_models(tmp_path):
-    probe = create_model("probe", modality="text", input_dim=8, num_classes=4)
+    context = create_model("cm_roberta", audio_dim=8, text_dim=12, hidden=8, num_heads=2, ffn_dim=16, head_hidden=8)
     with pytest.raises(ExportError, match="cannot be exported to ONNX: reads frozen encoder features"):
+        export_onnx(context, tmp_path / "c.onnx")
+    probe = create_model("probe", modality="text", input_dim=8, num_classes=4)
+    with pytest.raises(ExportError, match="only CMD students"):  # feature-input models: export_feature_model
         export_onnx(probe, tmp_path / "p.onnx")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -146,9 +149,9 @@ def test_export_command(run, tmp_path):
     assert res.exit_code == 0 and "wrote" in res.output
     res = runner.invoke(app, ["export", str(tmp_path / "nope"), "--onnx", str(tmp_path / "x.onnx")])
     assert res.exit_code == 2 and "checkpoint not found" in res.output
-    probe = create_model("probe", modality="text", input_dim=8, num_classes=2)
-    meta = {"classes": ["a", "b"], "inputs": {"text": "tiny-bert", "allow_random": True}}
-    path = save_checkpoint(probe, tmp_path / "probe" / "best.safetensors", meta)
+    context = create_model("cm_roberta", audio_dim=32, text_dim=32, hidden=8, num_heads=2, num_classes=2)
+    meta = {"classes": ["a", "b"], "inputs": {"audio": "tiny-wav2vec2", "text": "tiny-bert", "allow_random": True}}
+    path = save_checkpoint(context, tmp_path / "context" / "best.safetensors", meta)
     res = runner.invoke(app, ["export", str(path), "--onnx", str(tmp_path / "x.onnx")])
     assert res.exit_code == 2 and "cannot be exported to ONNX: reads frozen encoder features" in res.output
     assert len(res.output.splitlines()) <= 3
@@ -180,3 +183,27 @@ def test_parity_check_fails_on_nan_output(predictor, exported):
             verify_onnx(predictor.model, exported, cases=((1, 0.5, 3),))
     finally:
         hook.remove()
+
+
+def test_feature_models_export_with_their_standardisation(tmp_path):
+    torch.manual_seed(0)
+    model = create_model("mult", audio_dim=32, text_dim=32, dim=10, num_heads=2, num_layers=2, num_classes=3)
+    g = torch.Generator().manual_seed(1)
+    model.feature_stats = {  # z-scoring with the training split's statistics is part of the graph
+        m: {"mean": (torch.randn(32, generator=g)).tolist(), "std": (torch.rand(32, generator=g) + 0.5).tolist()}
+        for m in ("audio", "text")
+    }
+    meta = {"classes": ["x", "y", "z"], "inputs": {"audio": "tiny-wav2vec2", "text": "tiny-bert", "allow_random": True}}
+    meta["feature_stats"] = model.feature_stats
+    path = save_checkpoint(model.eval(), tmp_path / "mult" / "best.safetensors", meta)
+    res = runner.invoke(app, ["export", str(path), "--onnx", str(tmp_path / "mult.onnx"), "--json"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.output[res.output.index("{") :])
+    assert doc["inputs"] == ["audio_features", "audio_mask", "text_features", "text_mask"]
+    assert doc["max_abs_diff"] < 1e-5 and doc["classes"] == ["x", "y", "z"]
+    # without the standardisation the graph would disagree: the check is not vacuous
+    from emofuse.inference.export_features import verify_feature_onnx
+
+    plain = create_model("mult", audio_dim=32, text_dim=32, dim=10, num_heads=2, num_layers=2, num_classes=3)
+    plain.load_state_dict(model.state_dict())
+    assert verify_feature_onnx(plain.eval(), tmp_path / "mult.onnx") > 1e-3

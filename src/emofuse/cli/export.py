@@ -28,10 +28,11 @@ def export(
     ),
     json_out: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
 ) -> None:
-    """Export a fine-tuned CMD student to ONNX, checked against PyTorch.
+    """Export a trained model to ONNX, checked against PyTorch (`emofuse models` lists which families export).
 
-    Inputs are the teachers' preprocessed audio and token ids (batch and time axes dynamic); the output is the
-    class probabilities in the checkpoint's class order (stored in the model's metadata as 'classes').
+    A CMD student takes the teachers' preprocessed audio and token ids; a feature-input classifier (MulT, probes)
+    takes its encoders' frames and masks, its standardisation inside the graph. Batch and time axes are dynamic;
+    the output is the class probabilities in the checkpoint's class order (metadata 'classes').
     """
     from emofuse.inference.export import ExportError, OnnxStudent, export_onnx, verify_onnx
     from emofuse.inference.predictor import Predictor
@@ -51,17 +52,27 @@ def export(
         "checkpoint": str(predictor.checkpoint),
         "model_config": json.dumps(model.config),
     }
-    # the graph takes segment ids only when the tokenizer produces them
-    types = "text" in predictor.modalities and "token_type_ids" in predictor.encoders["text"].preprocess(["a"])
-    path = export_onnx(model, onnx, overwrite=overwrite, meta=meta, dynamo=dynamo, token_types=types)
+    if model.input_kind == "features":  # encoder features in; the encoders run outside the graph
+        from emofuse.inference.export_features import OnnxFeatureModel, export_feature_model, verify_feature_onnx
+
+        meta["encoders"] = json.dumps(predictor.inputs.names)
+        path = export_feature_model(model, onnx, overwrite=overwrite, meta=meta)
+        names = OnnxFeatureModel(model).input_names
+        diff = verify_feature_onnx(model, path) if check else None
+    else:
+        # the graph takes segment ids only when the tokenizer produces them
+        types = "text" in predictor.modalities and "token_type_ids" in predictor.encoders["text"].preprocess(["a"])
+        path = export_onnx(model, onnx, overwrite=overwrite, meta=meta, dynamo=dynamo, token_types=types)
+        names = OnnxStudent(model, types).input_names
+        diff = verify_onnx(model, path) if check else None
     doc: dict[str, Any] = {
         "onnx": str(path),
         "checkpoint": str(predictor.checkpoint),
-        "inputs": OnnxStudent(model, types).input_names,
+        "inputs": names,
         "outputs": ["probs"],
         "classes": predictor.classes,
         "bytes": path.stat().st_size,
-        "max_abs_diff": verify_onnx(model, path) if check else None,
+        "max_abs_diff": diff,
     }
     if json_out:
         print_json(doc)

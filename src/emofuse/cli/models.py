@@ -50,8 +50,15 @@ def _count(name: str) -> dict[str, Any]:
         "built_on": device,
         "capabilities": caps.to_dict(),
         "predict": f"no: reads {', '.join(other)} features from feature files" if other else "yes",
-        "export": "yes" if model.export_limit is None else f"no: {model.export_limit}",
+        "export": _export_note(model),
     }
+
+
+def _export_note(model: Any) -> str:
+    """``yes`` (raw input in), ``yes: encoder features in``, or ``no: <why>`` for ``emofuse export --onnx``."""
+    if model.export_limit is not None:
+        return f"no: {model.export_limit}"
+    return "yes: encoder features in" if model.input_kind == "features" else "yes"
 
 
 def model_report(pattern: str | None = None) -> list[dict[str, Any]]:

@@ -158,6 +158,8 @@ class MulT(EmotionModel):
         causal: Future mask in every layer (MulT default True).
     """
 
+    export_limit = None  # exported with encoder features in (emofuse.inference.export_features)
+
     def __init__(
         self,
         modalities: tuple[str, ...] | list[str] = _MODALITIES,

@@ -47,6 +47,8 @@ class LinearProbe(EmotionModel):
         num_layers: Blocks (hidden states) in each feature vector; ``input_dim`` must be a multiple of it.
     """
 
+    export_limit = None  # exported with encoder features in (emofuse.inference.export_features)
+
     def __init__(
         self,
         modality: str = "text",
