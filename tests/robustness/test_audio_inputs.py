@@ -28,6 +28,7 @@ def test_extract_skips_and_names_a_bad_clip(kind, tmp_path, dummy_encoders, good
     why = AUDIO[kind][1]
     if why is None:
         assert doc["counts"] == {"total": 2, "computed": 2, "reused": 0, "failed": 0}
+        assert [bad.name in w and "truncated file" in w for w in doc["warnings"]] == [True] * (kind == "truncated")
     else:
         assert doc["counts"]["computed"] == 1 and why in doc["failed"]["odd"] and bad.name in doc["failed"]["odd"]
 

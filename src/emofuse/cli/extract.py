@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,7 @@ def extract(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Extract frame/token-level features once (fp16 shards; a killed run resumes where it stopped)."""
+    from emofuse.data.audio import AudioWarning
     from emofuse.encoders import create_encoder
     from emofuse.features import extract_features
 
@@ -64,36 +66,42 @@ def extract(
     level = quiet_log.level
     quiet_log.setLevel(logging.ERROR)  # skipped items are listed below (and in meta.json) instead
     try:
-        if workers > 1:
-            from emofuse.features.parallel import EncoderSpec, extract_parallel
+        with warnings.catch_warnings(record=True) as caught:  # truncated files: listed below, one line each
+            warnings.simplefilter("always", AudioWarning)
+            if workers > 1:
+                from emofuse.features.parallel import EncoderSpec, extract_parallel
 
-            spec = EncoderSpec(encoder, chosen, allow_random, str(weights_dir) if weights_dir else None, str(dev))
-            store = extract_parallel(
-                manifest,
-                spec,
-                out,
-                workers,
-                encoder=enc,
-                batch_size=batch_size,
-                shard_size=shard_size,
-                max_duration=max_duration,
-                dtype=dtype,
-                progress=not (quiet or json_out),
-            )
-        else:
-            store = extract_features(
-                manifest,
-                enc,
-                out,
-                layer=chosen,
-                batch_size=batch_size,
-                shard_size=shard_size,
-                progress=not (quiet or json_out),
-                max_duration=max_duration,
-                dtype=dtype,
-            )
+                spec = EncoderSpec(encoder, chosen, allow_random, str(weights_dir) if weights_dir else None, str(dev))
+                store = extract_parallel(
+                    manifest,
+                    spec,
+                    out,
+                    workers,
+                    encoder=enc,
+                    batch_size=batch_size,
+                    shard_size=shard_size,
+                    max_duration=max_duration,
+                    dtype=dtype,
+                    progress=not (quiet or json_out),
+                )
+            else:
+                store = extract_features(
+                    manifest,
+                    enc,
+                    out,
+                    layer=chosen,
+                    batch_size=batch_size,
+                    shard_size=shard_size,
+                    progress=not (quiet or json_out),
+                    max_duration=max_duration,
+                    dtype=dtype,
+                )
     finally:
         quiet_log.setLevel(level)
+    for w in caught:  # other warnings as they would have been shown
+        if not issubclass(w.category, AudioWarning):
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+    notes = [str(w.message) for w in caught if issubclass(w.category, AudioWarning)]
     meta = store.meta
     summary: dict[str, Any] = {
         "dir": str(store.path),
@@ -111,6 +119,7 @@ def extract(
         "failed": meta["failed"],
         "seconds": meta["run"]["seconds"],
         "workers": meta.get("workers", 1),
+        "warnings": notes,
     }
     if json_out:
         print_json(summary)
@@ -128,5 +137,7 @@ def extract(
             lines = "\n".join(f"  {k}: {v}" for k, v in shown[:5]) + ("\n  ..." if len(shown) > 5 else "")
             where = store.path / "meta.json"
             err_console.print(f"{len(shown)} skipped (all listed in {where}):\n{lines}", style="yellow", markup=False)
+        for note in notes:
+            err_console.print(f"warning: {note}", style="yellow", markup=False, soft_wrap=True)
     if meta["counts"]["total"] and not len(store):
         raise typer.Exit(code=1)
