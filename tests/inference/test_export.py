@@ -185,25 +185,32 @@ def test_parity_check_fails_on_nan_output(predictor, exported):
         hook.remove()
 
 
-def test_feature_models_export_with_their_standardisation(tmp_path):
+FEATURE_MODELS = {
+    "mult": dict(audio_dim=32, text_dim=32, dim=10, num_heads=2, num_layers=2),
+    "probe": dict(modality="text", input_dim=32),
+}
+
+
+@pytest.mark.parametrize("name", sorted(FEATURE_MODELS))
+def test_feature_models_export_with_their_standardisation(tmp_path, name):
     torch.manual_seed(0)
-    model = create_model("mult", audio_dim=32, text_dim=32, dim=10, num_heads=2, num_layers=2, num_classes=3)
+    model = create_model(name, num_classes=3, **FEATURE_MODELS[name])
     g = torch.Generator().manual_seed(1)
     model.feature_stats = {  # z-scoring with the training split's statistics is part of the graph
         m: {"mean": (torch.randn(32, generator=g)).tolist(), "std": (torch.rand(32, generator=g) + 0.5).tolist()}
-        for m in ("audio", "text")
+        for m in model.modalities
     }
     meta = {"classes": ["x", "y", "z"], "inputs": {"audio": "tiny-wav2vec2", "text": "tiny-bert", "allow_random": True}}
     meta["feature_stats"] = model.feature_stats
-    path = save_checkpoint(model.eval(), tmp_path / "mult" / "best.safetensors", meta)
-    res = runner.invoke(app, ["export", str(path), "--onnx", str(tmp_path / "mult.onnx"), "--json"])
+    path = save_checkpoint(model.eval(), tmp_path / name / "best.safetensors", meta)
+    res = runner.invoke(app, ["export", str(path), "--onnx", str(tmp_path / "m.onnx"), "--json"])
     assert res.exit_code == 0, res.output
     doc = json.loads(res.output[res.output.index("{") :])
-    assert doc["inputs"] == ["audio_features", "audio_mask", "text_features", "text_mask"]
+    assert doc["inputs"] == [n for m in model.modalities for n in (f"{m}_features", f"{m}_mask")]
     assert doc["max_abs_diff"] < 1e-5 and doc["classes"] == ["x", "y", "z"]
     # without the standardisation the graph would disagree: the check is not vacuous
     from emofuse.inference.export_features import verify_feature_onnx
 
-    plain = create_model("mult", audio_dim=32, text_dim=32, dim=10, num_heads=2, num_layers=2, num_classes=3)
+    plain = create_model(name, num_classes=3, **FEATURE_MODELS[name])
     plain.load_state_dict(model.state_dict())
-    assert verify_feature_onnx(plain.eval(), tmp_path / "mult.onnx") > 1e-3
+    assert verify_feature_onnx(plain.eval(), tmp_path / "m.onnx") > 1e-3
