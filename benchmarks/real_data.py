@@ -106,6 +106,7 @@ def _speech_rows(task: str, tiny: bool) -> list[Row]:
     rows = [
         Row(f"{task}/lr-tiny-unpadded", "reference", unpadded, note="LR on mean+std of the last layer, unpadded"),
         Row(f"{task}/lr-tiny-pad30", "reference", padded, note="LR on mean+std of the last layer, 30 s padding"),
+        Row(f"{task}/lr-tiny-unpadded-all-train", "sklearn", unpadded, "all", "train", note="every layer, unpadded"),
         Row(f"{task}/lr-tiny-pad30-all", "sklearn", padded, "all", note="LR on every layer's mean+std, 30 s"),
         Row(f"{task}/lr-tiny-pad30-all-train", "sklearn", padded, "all", "train", note="same, training actors only"),
     ]
@@ -119,16 +120,30 @@ def _speech_rows(task: str, tiny: bool) -> list[Row]:
     smoke = ("encoders.audio=tiny-whisper", "model.num_layers=3", "trainer.max_epochs=1") if tiny else ()
     rows += [
         Row(
+            f"{task}/probe-unpadded",
+            "recipe",
+            config="configs/evidence/ravdess-probe.yaml",
+            overrides=(*labels, "encoders.audio_options={output: layer_stats}", *smoke),
+            note="emofuse probe, every layer, unpadded (twin of lr-tiny-unpadded-all-train)",
+        ),
+        Row(
             f"{task}/probe",
             "recipe",
             config="configs/evidence/ravdess-probe.yaml",
             overrides=labels + smoke,
-            note="emofuse probe (configs/evidence/ravdess-probe.yaml)",
+            note="emofuse probe, every layer, 30 s (ravdess-probe.yaml; twin of lr-tiny-pad30-all-train)",
         ),
     ]
     if not tiny and task == "ravdess8":
         rows += [
-            Row(f"{task}/recipe", "recipe", config="configs/recipes/ravdess-speech.yaml", note="recommended recipe"),
+            Row(
+                f"{task}/recipe",
+                "recipe",
+                config="configs/recipes/ravdess-speech.yaml",
+                overrides=("data.protocol_options={groups: 5, val_groups: 0}",),  # same test actors; all others train
+                note="recommended recipe (configs/recipes/ravdess-speech.yaml): the probe on every Whisper base "
+                "layer, fitted on all 16 non-test actors",
+            ),
         ]
     return rows
 
@@ -145,15 +160,7 @@ def _text_rows(tiny: bool) -> list[Row]:
 
 
 def _extract_rows(tiny: bool) -> list[Row]:
-    if tiny:
-        return [Row("ravdess8/extract-tiny-unpadded", "extract", Features("tiny-whisper"))]
-    out = []
-    for enc, short in (("openai/whisper-tiny.en", "tiny"), ("openai/whisper-base", "base")):
-        for pad in (None, 10, 30):
-            opts = {} if pad is None else {"pad_to": pad}
-            out.append(Row(f"ravdess8/extract-{short}-{'unpadded' if pad is None else f'pad{pad}'}", "extract",
-                           Features(enc, opts)))  # fmt: skip
-    return out
+    return [Row("ravdess8/extract-speed", "extract", note="Whisper input policies timed on the same clips")]
 
 
 def all_rows(setting: str) -> list[Row]:
@@ -281,25 +288,51 @@ def run_sklearn(row: Row, manifest: Path, cache: Path) -> dict[str, Any]:
     return {"folds": per_fold, "dim": int(x_tr.shape[1])}
 
 
-def run_extract(row: Row, manifest: Path, work: Path) -> dict[str, Any]:
-    """Clips per second of one input policy over the whole corpus, from an empty cache (pooled output)."""
+def extract_policies(tiny: bool) -> list[Features]:
+    """The Whisper input policies the extraction row times (pooled per-layer statistics)."""
+    stats = {"output": "layer_stats"}
+    if tiny:
+        return [Features("tiny-whisper", stats), Features("tiny-whisper", {**stats, "pad_to": 30})]
+    return [
+        Features(enc, {**stats, **({} if pad is None else {"pad_to": pad})})
+        for enc in ("openai/whisper-tiny.en", "openai/whisper-base")
+        for pad in (None, 10, 30)
+    ]
+
+
+def run_extract(row: Row, manifest: Path, work: Path, tiny: bool, clips: int) -> dict[str, Any]:
+    """Clips per second of each input policy on the same ``clips`` clips, from empty caches, in one process.
+
+    The policies run in turn on the same clips (the first ``clips`` of the manifest), so their ratios are
+    comparable even on a loaded machine; the absolute speeds are this machine's at the time.
+    """
     import shutil
     import tempfile
 
     from emofuse.data.manifest import read_manifest
 
-    assert row.features is not None
-    feats = Features(row.features.encoder, {**row.features.options, "output": "layer_stats"})
-    tmp = Path(tempfile.mkdtemp(dir=work))
-    try:
-        start = time.perf_counter()
-        store = cached_store(manifest, feats, tmp, progress=False)
-        seconds = time.perf_counter() - start
-        n = len(store.ids)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    audio = sum(float(r.extra.get("duration_s", 0) or 0) for r in read_manifest(manifest))
-    return {"clips": n, "extract_s": seconds, "clips_per_s": n / seconds, "audio_s": audio}
+    records = read_manifest(manifest)[:clips]
+    audio = sum(float(r.extra.get("duration_s", 0) or 0) for r in records)
+    subset = work / f"extract-{len(records)}.jsonl"
+    if not subset.is_file():
+        from emofuse.data.manifest import write_manifest
+
+        write_manifest(records, subset, overwrite=True)
+    policies = []
+    for feats in extract_policies(tiny):
+        tmp = Path(tempfile.mkdtemp(dir=work))
+        try:
+            start = time.perf_counter()
+            store = cached_store(subset, feats, tmp, progress=False)
+            seconds = time.perf_counter() - start
+            policies.append({"features": asdict(feats), "clips": len(store.ids), "extract_s": seconds,
+                             "clips_per_s": len(store.ids) / seconds, "x_real_time": audio / seconds})  # fmt: skip
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    base = policies[0]["clips_per_s"]
+    for p in policies:
+        p["relative"] = p["clips_per_s"] / base
+    return {"policies": policies, "audio_s": audio}
 
 
 def run_recipe(row: Row, manifest: Path, cache: Path, runs: Path, threads: int) -> dict[str, Any]:
@@ -354,7 +387,7 @@ def run_row(row: Row, args: argparse.Namespace) -> dict[str, Any]:
     if row.kind in ("reference", "sklearn"):
         result = run_sklearn(row, manifest, cache)
     elif row.kind == "extract":
-        result = run_extract(row, manifest, work)
+        result = run_extract(row, manifest, work, args.setting == "tiny", args.extract_clips)
     else:
         result = run_recipe(row, manifest, cache, work / "runs", args.threads)
     result.update(
@@ -390,14 +423,13 @@ def markdown(results: list[dict[str, Any]]) -> str:
                 f"| `{row['name']}`: {what} | {kind} | {vals} | {r['wall_s']:.0f} s | {r['peak_rss_mb']:.0f} MB |"
             )
         lines.append("")
-    ext = [r for r in results if r["row"]["kind"] == "extract"]
-    if ext:
-        lines += ["### Whisper input policy: extraction speed (pooled layer statistics, whole corpus)", "",
-                  "| encoder | clips | clips/s | x real time | wall |", "|---|---:|---:|---:|---:|"]  # fmt: skip
-        for r in ext:
-            rt = r["audio_s"] / r["extract_s"] if r.get("audio_s") else float("nan")
-            feats = Features(**r["row"]["features"]).label()
-            lines.append(f"| {feats} | {r['clips']} | {r['clips_per_s']:.2f} | {rt:.1f} | {r['wall_s']:.0f} s |")
+    for r in (r for r in results if r["row"]["kind"] == "extract"):
+        lines += [f"### Whisper input policy: extraction speed ({r['policies'][0]['clips']} clips, "
+                  f"{r['audio_s']:.0f} s of audio, pooled per-layer statistics)", "",
+                  "| encoder (policy) | clips/s | x real time | relative |", "|---|---:|---:|---:|"]  # fmt: skip
+        for p in r["policies"]:
+            label = Features(**p["features"]).label()
+            lines.append(f"| {label} | {p['clips_per_s']:.2f} | {p['x_real_time']:.1f} | {p['relative']:.2f} |")
         lines.append("")
     return "\n".join(lines)
 
@@ -411,6 +443,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--setting", choices=("real", "tiny"), default="real", help="tiny: random test encoders (CI)")
     p.add_argument("--threads", type=int, default=1, help="torch threads per row")
     p.add_argument("--rerun", action="store_true", help="run finished rows again")
+    p.add_argument("--extract-clips", type=int, default=96, help="clips the extraction-speed row times")
     p.add_argument("--list", action="store_true", help="list the rows and exit")
     p.add_argument("--row", help=argparse.SUPPRESS)  # internal: run one row in this process
     args = p.parse_args(argv)
@@ -441,7 +474,8 @@ def main(argv: list[str] | None = None) -> int:
         path = done / (row.name.replace("/", "--") + ".json")
         if args.rerun or not path.is_file():
             cmd = [sys.executable, __file__, "--row", row.name, "--data", str(data), "--work", str(work),
-                   "--setting", args.setting, "--threads", str(args.threads)]  # fmt: skip
+                   "--setting", args.setting, "--threads", str(args.threads),
+                   "--extract-clips", str(args.extract_clips)]  # fmt: skip
             env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "HF_HUB_OFFLINE": "1"}
             print(f"{row.name}: running ...", flush=True)
             proc = subprocess.run(cmd, env=env)
@@ -451,7 +485,8 @@ def main(argv: list[str] | None = None) -> int:
         result = json.loads(path.read_text())
         results.append(result)
         s = result["summary"]
-        shown = ", ".join(f"{k} {_fmt(s, k)}" for k in s) or f"{result.get('clips_per_s', 0):.2f} clips/s"
+        speeds = ", ".join(f"{p['clips_per_s']:.2f}" for p in result.get("policies", []))
+        shown = ", ".join(f"{k} {_fmt(s, k)}" for k in s) or f"clips/s {speeds}"
         print(f"{row.name}: {shown}  [{result['wall_s']:.0f} s, {result['peak_rss_mb']:.0f} MB]", flush=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -57,19 +57,21 @@ def test_tiny_benchmark_writes_tables_and_json(tmp_path, capsys):
     out = tmp_path / "out"
     argv = ["--setting", "tiny", "--data", str(data), "--work", str(tmp_path / "work"), "--out", str(out),
             "--only", "ravdess8/lr-tiny-unpadded", "--only", "ravdess8/probe", "--only", "meld7/lr-minilm-mean",
-            "--only", "ravdess8/extract-*"]  # fmt: skip
+            "--only", "ravdess8/extract-*", "--extract-clips", "8"]  # fmt: skip
     assert bench.main(argv) == 0
     doc = json.loads((out / "real_data.json").read_text())
     rows = {r["row"]["name"]: r for r in doc["rows"]}
     assert set(rows) == {"ravdess8/lr-tiny-unpadded", "ravdess8/probe", "meld7/lr-minilm-mean",
-                         "ravdess8/extract-tiny-unpadded"}  # fmt: skip
+                         "ravdess8/extract-speed"}  # fmt: skip
     lr = rows["ravdess8/lr-tiny-unpadded"]
     assert len(lr["folds"]) == 5 and 0.0 <= lr["summary"]["ua"]["mean"] <= 1.0  # 5 speaker groups
     assert lr["wall_s"] > 0 and lr["peak_rss_mb"] > 0
     assert len(rows["ravdess8/probe"]["folds"]) == 5  # the recipe ran on the same folds
     assert [f["fold"] for f in rows["ravdess8/probe"]["folds"]] == [f["fold"] for f in lr["folds"]]
     assert len(rows["meld7/lr-minilm-mean"]["folds"]) == 1 and "weighted_f1" in rows["meld7/lr-minilm-mean"]["summary"]
-    assert rows["ravdess8/extract-tiny-unpadded"]["clips"] == 80
+    speed = rows["ravdess8/extract-speed"]["policies"]
+    assert [p["clips"] for p in speed] == [8, 8] and speed[0]["relative"] == 1.0
+    assert speed[1]["features"]["options"]["pad_to"] == 30 and speed[1]["clips_per_s"] > 0
     md = (out / "real_data.md").read_text()
     assert "### ravdess8" in md and "### meld7" in md and "clips/s" in md
     # a second call reuses every finished row
