@@ -24,7 +24,7 @@ TINY = [
     "--per-class",
     "1",
     "--folds",
-    "spk0",
+    "group1",
     "--distill-epochs",
     "1",
     "--finetune-epochs",
@@ -49,6 +49,10 @@ def test_quickstart_end_to_end_then_from_cache(tmp_path):
     # files: corpus + manifest, one feature cache per teacher, three run folders, the report, summary.json
     records = [json.loads(line) for line in (out / "corpus" / "manifest.jsonl").read_text().splitlines()]
     assert len(records) == 3 * 4 * 1 and {r["speaker"] for r in records} == {"spk0", "spk1", "spk2"}
+    # the default corpus: one channel neutral in a conflict (fusion can help), not contradictory
+    params = json.loads((out / "corpus" / "synthetic.json").read_text())["params"]
+    assert params["conflict_mode"] == "neutral" and params["conflict_rate"] == 0.8
+    tested = set()
     caches = sorted(p.name for p in (out / "features").iterdir())
     assert len(caches) == 2 and caches[0].startswith("tiny-bert") and caches[1].startswith("tiny-wav2vec2")
     report = out / "report"
@@ -59,16 +63,17 @@ def test_quickstart_end_to_end_then_from_cache(tmp_path):
         run = out / "runs" / variant
         cfg = (run / "config.yaml").read_text()
         assert f"name: {model_name}" in cfg and "protocol: speaker-out" in cfg
-        seed = run / "spk0" / "seed0"
+        seed = run / "group1" / "seed0"
         assert (seed / "distill" / "DONE").is_file() and (seed / "finetune" / "best.safetensors").is_file()
         # the summary row is the run's own results.json aggregate, not a recomputation
         agg = json.loads((run / "results.json").read_text())["aggregate"]
         row = next(r for r in summary["rows"] if r["variant"] == variant)
         assert row["n_runs"] == 1 and row["wa"][0] == pytest.approx(agg["wa"]["mean"])
         assert row["mult_f1"][0] == pytest.approx(agg["mult_f1"]["macro"]["mean"])
-        # speaker-independent: the test speaker of fold spk0 is spk0 and is only in the test split
+        # speaker-independent: fold group1 (3 speakers in 3 groups) tests on one speaker, the same for every variant
         preds = [json.loads(line) for line in (seed / "predictions.jsonl").read_text().splitlines()]
-        assert len(preds) == 4 and all(p["id"].startswith("spk0_") for p in preds)
+        tested |= {p["id"].split("_")[0] for p in preds}
+        assert len(preds) == 4 and len(tested) == 1
 
     # summary table (all three variants) and the two predictions on held-out utterances
     for text in ("MulT macro-F1", "CMD (audio + text)", "audio only", "text only", "report.html"):
@@ -77,11 +82,11 @@ def test_quickstart_end_to_end_then_from_cache(tmp_path):
     assert len(summary["predictions"]) == 2
     assert len({p["label"] for p in summary["predictions"]}) == 2  # two different classes
     for p in summary["predictions"]:
-        assert p["id"].startswith("spk0_") and Path(p["audio"]).name in res.output
+        assert p["id"].split("_")[0] in tested and Path(p["audio"]).name in res.output
         assert math.isclose(sum(p["probabilities"].values()), 1.0, abs_tol=1e-5)
         assert p["pred"] == max(p["probabilities"], key=p["probabilities"].get)
         assert p["transcript"] == by_id[p["id"]]["text"] and p["transcribed"] is False  # --no-transcribe
-    assert summary["checkpoint"].endswith("runs/cmd/spk0/seed0/finetune/best.safetensors")
+    assert summary["checkpoint"].endswith("runs/cmd/group1/seed0/finetune/best.safetensors")
     assert summary["reused"] == {"corpus": False, "features": False, "train": False}
 
     # second run: nothing synthesised, extracted or trained again; report and predictions remade
@@ -116,7 +121,9 @@ def test_quickstart_configs_follow_the_packaged_yaml(tmp_path):
     for c in cfgs.values():
         assert c.data.protocol == "speaker-out" and c.data.labels == "synthetic4" and c.seeds == [1, 2]
         assert [s.name for s in c.stages] == ["distill", "finetune"]
-        assert c.stages[0].trainer["max_epochs"] == 4 and c.stages[1].trainer["max_epochs"] == 5  # packaged
+        assert c.stages[0].trainer["max_epochs"] == 4 and c.stages[1].trainer["max_epochs"] == 8  # packaged
+        assert c.data.protocol_options == {"groups": 3}  # 3 speaker-independent folds
+        assert c.model.options["temperature"] == 1.0  # the classifier's kappa (chosen on validation)
         assert c.stages[1].resolve(c.optim, c.trainer)[1].monitor == "val/macro_f1"
         assert c.model.options["audio_teacher"] == "openai/whisper-tiny.en"
         assert c.model.options["text_teacher"] == "all-MiniLM-L6-v2"

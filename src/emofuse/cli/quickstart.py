@@ -59,8 +59,16 @@ def quickstart(
     out: Path = typer.Option(Path("emofuse-quickstart"), "--out", "-o", help="Quickstart folder (reused if present)."),
     audio_teacher: str = typer.Option("openai/whisper-tiny.en", "--audio-teacher", help="Audio teacher encoder."),
     text_teacher: str = typer.Option("all-MiniLM-L6-v2", "--text-teacher", help="Text teacher encoder."),
-    speakers: int = typer.Option(4, "--speakers", min=3, help="Speakers of the synthetic corpus (one fold each)."),
+    speakers: int = typer.Option(
+        6, "--speakers", min=3, help="Speakers of the synthetic corpus (3 groups, a fold each)."
+    ),
     per_class: int = typer.Option(12, "--per-class", min=1, help="Utterances per speaker and class."),
+    conflict_rate: float = typer.Option(
+        0.8, "--conflict-rate", min=0.0, max=1.0, help="Share of each emotion whose words and voice disagree."
+    ),
+    conflict_mode: str = typer.Option(
+        "neutral", "--conflict-mode", help="neutral (one channel neutral: fusion helps) or other (contradictory)."
+    ),
     seeds: str = typer.Option("0", "--seeds", help="Comma-separated seeds per fold, e.g. 0,1,2."),
     folds: str | None = typer.Option(None, "--folds", help="Comma-separated folds to run (default: all)."),
     distill_epochs: int | None = typer.Option(None, "--distill-epochs", min=1, help="Stage-1 epochs."),
@@ -97,6 +105,8 @@ def quickstart(
         text_teacher=text_teacher,
         num_speakers=speakers,
         per_class=per_class,
+        conflict_rate=conflict_rate,
+        conflict_mode=conflict_mode,
         seeds=seed_list,
         folds=fold_list,
         distill_epochs=distill_epochs,
@@ -110,7 +120,7 @@ def quickstart(
     if json_out:
         print_json(result.to_dict())
         return
-    title = "quickstart: speaker-independent (leave-one-speaker-out) test results, mean (std) over runs"
+    title = "quickstart: speaker-independent test results (unseen speakers), mean (std) over runs"
     print_wide(summary_table(result.rows, title))
     if result.predictions:
         print_wide(_prediction_table(result.predictions))
