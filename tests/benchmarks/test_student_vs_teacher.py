@@ -56,7 +56,8 @@ def test_tiny_run_json_structure(bench, tmp_path, capsys):
     assert set(tiny["models"]["teacher"]["parameters"]) == {"audio", "text", "total"}
     ratios = tiny["ratios"]
     assert set(ratios) == {"params_audio", "params_text", "params_total", "latency", "latency_p90", "throughput",
-                           "memory_bs1", "memory_batch"}  # fmt: skip
+                           "memory_bs1", "memory_batch", "latency_without_embedding"}  # fmt: skip
+    assert ratios["latency_without_embedding"] >= ratios["latency"]
     t, s = tiny["models"]["teacher"]["parameters"], tiny["models"]["student"]["parameters"]
     assert ratios["params_total"] == pytest.approx(t["total"] / s["total"], abs=0.01)
     assert all(v is None or v > 0 for v in ratios.values())
