@@ -75,7 +75,7 @@ class Row:
             ``extract`` (timing of one input policy).
         features: What the scikit-learn rows read (and extraction rows time).
         select: Which pooled features: ``last`` (mean + std of the last layer), ``all`` (every layer's mean + std
-            concatenated), ``layer<i>``, ``mean`` (mean over tokens / frames of a frame cache).
+            concatenated), ``layer<i>``, ``each`` (one regression per layer), ``mean`` (mean over tokens / frames).
         fit: ``train+val`` or ``train`` (scikit-learn rows).
         config: Recipe config (relative to the repository).
         overrides: ``--set`` strings of the recipe (after the benchmark's own manifest / protocol / cache ones).
@@ -116,6 +116,11 @@ def _speech_rows(task: str, tiny: bool) -> list[Row]:
             Row(f"{task}/lr-base-unpadded-all", "sklearn", Features(base, stats), "all", note="Whisper base, all"),
             Row(f"{task}/lr-tiny-pad10-all", "sklearn", Features(tw, {**stats, "pad_to": 10}), "all", note="10 s"),
         ]
+    if task == "ravdess8":  # one LR per hidden state: which layers carry the emotion
+        rows += [Row(f"{task}/layers-tiny-unpadded", "sklearn", unpadded, "each", note="LR per layer, unpadded"),
+                 Row(f"{task}/layers-tiny-pad30", "sklearn", padded, "each", note="LR per layer, 30 s")]  # fmt: skip
+        if not tiny:
+            rows.append(Row(f"{task}/layers-base-unpadded", "sklearn", Features(base, stats), "each", note="base"))
     labels = () if task == "ravdess8" else ("data.labels=ravdess4",)
     smoke = ("encoders.audio=tiny-whisper", "model.num_layers=3", "trainer.max_epochs=1") if tiny else ()
     rows += [
@@ -134,6 +139,17 @@ def _speech_rows(task: str, tiny: bool) -> list[Row]:
             note="emofuse probe, every layer, 30 s (ravdess-probe.yaml; twin of lr-tiny-pad30-all-train)",
         ),
     ]
+    if not tiny and task == "ravdess4":
+        rows.append(
+            Row(
+                f"{task}/recipe",
+                "recipe",
+                config="configs/recipes/ravdess-speech.yaml",
+                overrides=(*labels, "data.protocol_options={groups: 5, val_groups: 0}",
+                           "stages.train.task_options={loss: ce, l2: 0.0045}"),  # 1/(C n_train), 448 clips
+                note="the 8-class recipe on the 4 classes (L2 for its 448 training clips)",
+            )
+        )  # fmt: skip
     if not tiny and task == "ravdess8":
         rows += [
             Row(
@@ -155,6 +171,13 @@ def _text_rows(tiny: bool) -> list[Row]:
         rows += [
             Row("meld7/lr-mpnet-mean", "sklearn", Features("all-mpnet-base-v2"), "mean", note="mean-pooled MPNet"),
             Row("meld7/recipe", "recipe", config="configs/recipes/meld-text.yaml", note="recommended recipe"),
+            Row(
+                "meld7/finetune-context1-1epoch",
+                "recipe",
+                config="configs/recipes/meld-text.yaml",
+                overrides=("data.text_context=1", "trainer.max_epochs=1"),
+                note="the recipe with one earlier turn as context, one epoch",
+            ),
         ]
     return rows
 
@@ -277,6 +300,13 @@ def run_sklearn(row: Row, manifest: Path, cache: Path) -> dict[str, Any]:
     records, folds, classes = task_folds(row.task, manifest)
     label = {r.id: r.label for r in records}
     store = cached_store(manifest, row.features, cache, progress=False)
+    if row.select == "each":
+        layers = []
+        for i in range(_num_states(store)):
+            sub = run_sklearn(Row(row.name, row.kind, row.features, f"layer{i}", row.fit), manifest, cache)
+            layers.append({"layer": i, **_summary(sub)})
+        best = max(layers, key=lambda r: r["ua"]["mean"])
+        return {"layers": layers, "folds": [], "best_layer": best["layer"]}
     per_fold = []
     for fold in folds:
         train = list(fold.train) + (list(fold.val) if row.fit == "train+val" else [])
@@ -409,6 +439,7 @@ def markdown(results: list[dict[str, Any]]) -> str:
     lines = []
     for task in TASKS:
         rows = [r for r in results if r["row"]["name"].startswith(task + "/") and r["row"]["kind"] != "extract"]
+        rows = [r for r in rows if not r.get("layers")]
         if not rows:
             continue
         keys = ("weighted_f1", "macro_f1") if task == "meld7" else ("ua", "wa", "macro_f1")
@@ -422,6 +453,16 @@ def markdown(results: list[dict[str, Any]]) -> str:
             lines.append(
                 f"| `{row['name']}`: {what} | {kind} | {vals} | {r['wall_s']:.0f} s | {r['peak_rss_mb']:.0f} MB |"
             )
+        lines.append("")
+    each = [r for r in results if r.get("layers")]
+    if each:
+        depth = max(len(r["layers"]) for r in each)
+        lines += ["### Which layer: LR on one hidden state's mean + std (UA, 8 classes; 0 = input embedding)", "",
+                  "| features | " + " | ".join(str(i) for i in range(depth)) + " |",
+                  "|---|" + "---:|" * depth]  # fmt: skip
+        for r in each:
+            cells = [f"{x['ua']['mean']:.3f}" for x in r["layers"]] + [""] * (depth - len(r["layers"]))
+            lines.append(f"| {Features(**r['row']['features']).label()} | " + " | ".join(cells) + " |")
         lines.append("")
     for r in (r for r in results if r["row"]["kind"] == "extract"):
         lines += [f"### Whisper input policy: extraction speed ({r['policies'][0]['clips']} clips, "
@@ -487,6 +528,8 @@ def main(argv: list[str] | None = None) -> int:
         s = result["summary"]
         speeds = ", ".join(f"{p['clips_per_s']:.2f}" for p in result.get("policies", []))
         shown = ", ".join(f"{k} {_fmt(s, k)}" for k in s) or f"clips/s {speeds}"
+        if result.get("layers"):
+            shown = "UA per layer " + ", ".join(f"{x['ua']['mean']:.3f}" for x in result["layers"])
         print(f"{row.name}: {shown}  [{result['wall_s']:.0f} s, {result['peak_rss_mb']:.0f} MB]", flush=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
