@@ -339,10 +339,12 @@ def run_extract(row: Row, manifest: Path, work: Path, tiny: bool, clips: int) ->
     import shutil
     import tempfile
 
+    import soundfile
+
     from emofuse.data.manifest import read_manifest
 
     records = read_manifest(manifest)[:clips]
-    audio = sum(float(r.extra.get("duration_s", 0) or 0) for r in records)
+    audio = sum(soundfile.info(str(r.audio_path(manifest.parent))).duration for r in records)
     subset = work / f"extract-{len(records)}.jsonl"
     if not subset.is_file():
         from emofuse.data.manifest import write_manifest
@@ -401,7 +403,8 @@ def _summary(result: dict[str, Any]) -> dict[str, Any]:
     for k in ("ua", "wa", "macro_f1", "weighted_f1"):
         vals = [f[k] for f in folds]
         if vals:
-            out[k] = {"mean": float(np.mean(vals)), "std": float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0}
+            std = float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0
+            out[k] = {"mean": float(np.mean(vals)), "std": std, "n": len(vals)}
     return out
 
 
@@ -431,7 +434,9 @@ def run_row(row: Row, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _fmt(s: dict[str, Any], key: str) -> str:
-    return f"{s[key]['mean']:.3f} ({s[key]['std']:.3f})" if key in s else "–"
+    if key not in s:
+        return "–"
+    return f"{s[key]['mean']:.3f}" + (f" ({s[key]['std']:.3f})" if s[key].get("n", 2) > 1 else "")
 
 
 def markdown(results: list[dict[str, Any]]) -> str:
