@@ -172,6 +172,13 @@ def _text_rows(tiny: bool) -> list[Row]:
             Row("meld7/lr-mpnet-mean", "sklearn", Features("all-mpnet-base-v2"), "mean", note="mean-pooled MPNet"),
             Row("meld7/recipe", "recipe", config="configs/recipes/meld-text.yaml", note="recommended recipe"),
             Row(
+                "meld7/finetune-4epochs",
+                "recipe",
+                config="configs/recipes/meld-text.yaml",
+                overrides=("trainer.max_epochs=4",),
+                note="the recipe with 4 epochs (3 with a learning rate above 0)",
+            ),
+            Row(
                 "meld7/finetune-context1-1epoch",
                 "recipe",
                 config="configs/recipes/meld-text.yaml",
