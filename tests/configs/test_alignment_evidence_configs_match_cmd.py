@@ -1,4 +1,4 @@
-"""configs/evidence/synthetic-{mgcma,cm-roberta}.yaml: issue 6's synthetic-corpus evidence is comparable to CMD's.
+"""configs/evidence/synthetic-{mgcma,cm-roberta}.yaml: MGCMA and CM-RoBERTa evidence comparable to CMD's.
 
 Both load, are headed as evidence (not a paper row), and use the same manifest, labels, protocol, protocol options
 and folds as configs/evidence/synthetic-cmd.yaml, with CMD's packaged encoders (Whisper tiny.en, MiniLM).

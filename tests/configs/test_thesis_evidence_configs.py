@@ -1,4 +1,4 @@
-"""configs/evidence/synthetic-{conflictnet,seqsew[-dialogue][-unimodal]}.yaml: issue 7's synthetic-corpus evidence.
+"""configs/evidence/synthetic-{conflictnet,seqsew[-dialogue][-unimodal]}.yaml: the thesis systems' evidence.
 
 All three load and build, are headed as evidence (not a paper row), and regress a continuous target of the synthetic
 recipe speaker-independently; the SeqSEW student and the unimodal baseline are the same network on the same data.
