@@ -51,6 +51,7 @@ from torch import Tensor
 
 from emofuse.losses.classification import IGNORE_INDEX, prob_average_ce_from_logits
 from emofuse.models.base import EmotionModel, ModelOutput
+from emofuse.utils.tensors import to_device
 
 __all__ = [
     "dominance_summary",
@@ -61,14 +62,6 @@ __all__ = [
 ]
 
 _MODALITIES = ("audio", "text")
-
-
-def _to(obj: Any, device: torch.device) -> Any:
-    if isinstance(obj, Tensor):
-        return obj.to(device)
-    if isinstance(obj, Mapping):
-        return {k: _to(v, device) for k, v in obj.items()}
-    return obj
 
 
 def _device(model: EmotionModel) -> torch.device:
@@ -147,7 +140,7 @@ def modality_dominance(
             skipped += len(batch["ids"])
             continue
         with torch.no_grad():
-            out = model(_to(batch, device))
+            out = model(to_device(batch, device))
         mods, stacked, kappa = _stacked_logits(model, out)
         if set(mods) != set(_MODALITIES):
             raise ValueError(f"modality dominance needs audio and text logits, the model returns {mods}")
@@ -306,7 +299,7 @@ def token_importance(
     handles, store = _capture_text_context(model)
     try:
         with torch.enable_grad():
-            out = model(_to(batch, device))
+            out = model(to_device(batch, device))
     finally:
         for h in handles:
             h.remove()

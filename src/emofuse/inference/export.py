@@ -316,17 +316,22 @@ def export_onnx(
                     opset_version=opset,
                     dynamo=False,
                 )
-        import onnx
-
-        proto = onnx.load(str(tmp))
-        for k, v in (meta or {}).items():
-            proto.metadata_props.append(onnx.StringStringEntryProto(key=k, value=str(v)))
-        onnx.checker.check_model(proto)
-        onnx.save(proto, str(tmp))
-        tmp.replace(path)
+        finish_onnx(tmp, path, meta)
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def finish_onnx(tmp: Path, path: Path, meta: dict[str, Any] | None) -> None:
+    """Add ``meta`` as metadata properties to the exported graph at ``tmp``, check it, and move it to ``path``."""
+    import onnx
+
+    proto = onnx.load(str(tmp))
+    for k, v in (meta or {}).items():
+        proto.metadata_props.append(onnx.StringStringEntryProto(key=k, value=str(v)))
+    onnx.checker.check_model(proto)
+    onnx.save(proto, str(tmp))
+    tmp.replace(path)
 
 
 def _export_dynamo(student: OnnxStudent, inputs: tuple[Tensor, ...], out: Path, opset: int) -> None:

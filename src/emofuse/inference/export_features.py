@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from emofuse.inference.export import ExportError, onnx_session
+from emofuse.inference.export import ExportError, finish_onnx, onnx_session
 from emofuse.utils.optional import require
 
 __all__ = ["OnnxFeatureModel", "export_feature_model", "verify_feature_onnx"]
@@ -116,14 +116,7 @@ def export_feature_model(
                 opset_version=opset,
                 dynamo=False,
             )
-        import onnx
-
-        proto = onnx.load(str(tmp))
-        for k, v in (meta or {}).items():
-            proto.metadata_props.append(onnx.StringStringEntryProto(key=k, value=str(v)))
-        onnx.checker.check_model(proto)
-        onnx.save(proto, str(tmp))
-        tmp.replace(path)
+        finish_onnx(tmp, path, meta)
     finally:
         tmp.unlink(missing_ok=True)
     return path

@@ -27,6 +27,7 @@ from torch import Tensor
 from emofuse.data.audio import SAMPLE_RATE
 from emofuse.data.manifest import Utterance
 from emofuse.models.checkpoint import CheckpointError
+from emofuse.utils.tensors import to_device
 
 __all__ = ["MemoryStore", "ModelInputs"]
 
@@ -211,12 +212,4 @@ class ModelInputs:
         else:
             ds = MultimodalDataset([Utterance(id=u) for u in ids], [], feature_stores=stores)
         batch = ds.collate([ds[i] for i in range(len(ds))])
-        return _to(batch, self.device)
-
-
-def _to(obj: Any, device: torch.device) -> Any:
-    if isinstance(obj, Tensor):
-        return obj.to(device)
-    if isinstance(obj, Mapping):
-        return {k: _to(v, device) for k, v in obj.items()}
-    return obj
+        return to_device(batch, self.device)

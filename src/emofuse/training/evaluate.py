@@ -30,6 +30,7 @@ from emofuse.training.components import Components, DefaultComponents
 from emofuse.training.datamodule import make_loader
 from emofuse.training.rundir import text_inputs
 from emofuse.utils.io import atomic_write, atomic_write_json
+from emofuse.utils.tensors import to_device
 
 __all__ = [
     "evaluate_run",
@@ -45,16 +46,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-
-def _to(obj: Any, device: torch.device) -> Any:
-    if isinstance(obj, Tensor):
-        return obj.to(device)
-    if isinstance(obj, Mapping):
-        return {k: _to(v, device) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_to(v, device) for v in obj]
-    return obj
 
 
 def predict(
@@ -101,7 +92,7 @@ def _collect(
     truths: list[Tensor] = []
     with torch.inference_mode():
         for batch in make_loader(dataset, data, shuffle=False, batch_size=batch_size):
-            out = output(model(_to(batch, device))).cpu()
+            out = output(model(to_device(batch, device))).cpu()
             rows = ~torch.isfinite(out.reshape(len(out), -1)).all(-1)
             if bool(rows.any()):  # NaN is a failure, never a label or a score
                 bad = [str(batch["ids"][i]) for i in rows.nonzero().flatten().tolist()]
