@@ -36,9 +36,10 @@ from emofuse.pipeline.missing import drop_modalities
 from emofuse.runs import RunDir
 from emofuse.training.components import Components, DefaultComponents
 from emofuse.training.datamodule import make_loader
-from emofuse.training.evaluate import _to, open_run, predict, score
+from emofuse.training.evaluate import open_run, predict, score
 from emofuse.training.rundir import resolve_classes, resolve_folds
 from emofuse.utils.io import atomic_write, atomic_write_json
+from emofuse.utils.tensors import to_device
 
 __all__ = [
     "MISSING_MODES",
@@ -156,7 +157,7 @@ def fit_imputer(
     rows: dict[str, list[np.ndarray]] = {}
     with torch.inference_mode():
         for batch in make_loader(dataset, cfg.data, shuffle=False, batch_size=cfg.eval.batch_size):
-            batch = _to(batch, torch.device(device))
+            batch = to_device(batch, torch.device(device))
             mods = _data_modalities(model, batch)
             if not mods:
                 raise KeyError(f"KNN imputation needs batch['features'][m] for one of {list(model.modalities)}")
