@@ -9,6 +9,7 @@ records where its weights came from (:class:`Provenance`), so every result says 
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -19,7 +20,16 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-__all__ = ["Encoder", "EncoderError", "EncoderOutput", "Modality", "Provenance", "Resolved", "state_fingerprint"]
+__all__ = [
+    "Encoder",
+    "EncoderError",
+    "EncoderOutput",
+    "Modality",
+    "Provenance",
+    "Resolved",
+    "settings_fingerprint",
+    "state_fingerprint",
+]
 
 #: A numbered block of a ``transformers`` network: ``layers.3.`` (Whisper, wav2vec 2.0), ``layer.3.`` (BERT, MPNet).
 _BLOCK = re.compile(r"(?:^|\.)(?:layers?|blocks?)\.(\d+)\.")
@@ -75,6 +85,11 @@ class Provenance:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict."""
         return asdict(self)
+
+
+def settings_fingerprint(settings: dict[str, Any]) -> str:
+    """16 hex digits identifying an encoder without weights by its settings (JSON, keys sorted)."""
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def state_fingerprint(module: nn.Module, extra: str = "") -> str:
