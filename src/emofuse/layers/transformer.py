@@ -103,6 +103,16 @@ def attention_mask(
     return allowed | ~allowed.any(dim=-1, keepdim=True)
 
 
+_ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU}
+
+
+def _activation(name: str) -> nn.Module:
+    """The FFN non-linearity ``name`` (``relu`` or ``gelu``, exact erf form as in BERT and Whisper)."""
+    if name not in _ACTIVATIONS:
+        raise ValueError(f"activation must be one of {sorted(_ACTIVATIONS)}, got {name!r}")
+    return _ACTIVATIONS[name]()
+
+
 class MultiHeadAttention(nn.Module):
     """Multi-head scaled dot-product attention with separate query, key and value inputs.
 
@@ -159,16 +169,28 @@ class PostLNBlock(nn.Module):
         ffn_dim: FFN inner size ``m``.
         dropout: Dropout on the attention weights, after the ReLU and on both residual branches (spec [R]
             0.1; 0 gives the paper's bare Algorithm 1).
+        activation: FFN non-linearity, ``relu`` (Algorithm 1) or ``gelu`` (BERT / wav2vec 2.0 layers, whose
+            weights a student can copy into this block).
+        eps: LayerNorm epsilon (BERT: 1e-12).
     """
 
-    def __init__(self, dim: int = 32, num_heads: int = 2, ffn_dim: int = 128, dropout: float = 0.1) -> None:
+    def __init__(
+        self,
+        dim: int = 32,
+        num_heads: int = 2,
+        ffn_dim: int = 128,
+        dropout: float = 0.1,
+        activation: str = "relu",
+        eps: float = 1e-5,
+    ) -> None:
         super().__init__()
         self.attn = MultiHeadAttention(dim, num_heads, dropout)
-        self.norm1 = nn.LayerNorm(dim)
+        self.norm1 = nn.LayerNorm(dim, eps=eps)
         self.fc1 = nn.Linear(dim, ffn_dim)
         self.fc2 = nn.Linear(ffn_dim, dim)
-        self.norm2 = nn.LayerNorm(dim)
+        self.norm2 = nn.LayerNorm(dim, eps=eps)
         self.drop = nn.Dropout(dropout)
+        self.act = _activation(activation)
 
     def forward(
         self,
@@ -197,7 +219,7 @@ class PostLNBlock(nn.Module):
         x_v = x_k if x_v is None else x_v
         mask = attention_mask(x_q.shape[1], x_k.shape[1], kv_mask, causal, q_mask, x_q.device)
         u = self.norm1(x_q + self.drop(self.attn(x_q, x_k, x_v, mask)))  # (B, T_q, d)
-        c = self.fc2(self.drop(F.relu(self.fc1(u))))  # (B, T_q, d)
+        c = self.fc2(self.drop(self.act(self.fc1(u))))  # (B, T_q, d)
         return self.norm2(u + self.drop(c))
 
 
@@ -213,6 +235,9 @@ class PreLNBlock(nn.Module):
         attn_dropout: Dropout on the attention weights.
         relu_dropout: Dropout after the FFN ReLU.
         res_dropout: Dropout on both residual branches.
+        activation: FFN non-linearity, ``relu`` (MulT) or ``gelu`` (Whisper encoder layers, whose weights a
+            student can copy into this block).
+        eps: LayerNorm epsilon.
     """
 
     def __init__(
@@ -223,13 +248,16 @@ class PreLNBlock(nn.Module):
         attn_dropout: float = 0.1,
         relu_dropout: float = 0.1,
         res_dropout: float = 0.1,
+        activation: str = "relu",
+        eps: float = 1e-5,
     ) -> None:
         super().__init__()
         self.attn = MultiHeadAttention(dim, num_heads, attn_dropout)
-        self.norm1 = nn.LayerNorm(dim)
+        self.norm1 = nn.LayerNorm(dim, eps=eps)
         self.fc1 = nn.Linear(dim, ffn_dim or 4 * dim)
         self.fc2 = nn.Linear(ffn_dim or 4 * dim, dim)
-        self.norm2 = nn.LayerNorm(dim)
+        self.norm2 = nn.LayerNorm(dim, eps=eps)
+        self.act = _activation(activation)
         self.relu_drop = nn.Dropout(relu_dropout)
         self.res_drop = nn.Dropout(res_dropout)
 
@@ -263,5 +291,5 @@ class PreLNBlock(nn.Module):
         k = q if x_k is x_q else self.norm1(x_k)  # (B, T_k, d)
         v = k if x_v is x_k else self.norm1(x_v)  # (B, T_k, d)
         x = x_q + self.res_drop(self.attn(q, k, v, mask))
-        y = self.fc2(self.relu_drop(F.relu(self.fc1(self.norm2(x)))))  # (B, T_q, d)
+        y = self.fc2(self.relu_drop(self.act(self.fc1(self.norm2(x)))))  # (B, T_q, d)
         return x + self.res_drop(y)

@@ -37,6 +37,7 @@ from emofuse.layers.pooling import masked_mean
 from emofuse.layers.transformer import PostLNBlock, sinusoidal_positions
 from emofuse.models._embedding import InputEmbedding
 from emofuse.models._registry import register_model
+from emofuse.models._teacher_blocks import copy_teacher_blocks
 from emofuse.models.base import EmotionModel, ModelOutput
 
 __all__ = ["CMDStudent", "ClassifierHead", "build_teacher"]
@@ -116,17 +117,29 @@ class _Branch(nn.Module):
         super().__init__()
         d, k = cfg["dim"], cfg["kernel_size"]
         self.embedding = InputEmbedding(encoder, trainable=not cfg["freeze_embedding"])
-        self.conv = nn.Conv1d(self.embedding.output_dim, d, k, padding=(k - 1) // 2, bias=cfg["conv_bias"])
         block = dict(dim=d, num_heads=cfg["num_heads"], ffn_dim=cfg["ffn_dim"], dropout=cfg["dropout"])
+        self.out_norm: nn.Module = nn.Identity()
+        if cfg["teacher_layers"]:  # the teacher's own first layers, at its width, on its embedding (positions included)
+            self.self_blocks, self.out_norm, dims = copy_teacher_blocks(encoder, cfg["teacher_layers"], cfg["dropout"])
+            d = dims["dim"]
+            block = dict(dim=d, num_heads=dims["num_heads"], ffn_dim=dims["ffn_dim"], dropout=cfg["dropout"])
+            self.conv: nn.Module = nn.Identity()
+            self.positions = False
+        else:
+            self.conv = nn.Conv1d(self.embedding.output_dim, d, k, padding=(k - 1) // 2, bias=cfg["conv_bias"])
+            self.self_blocks = nn.ModuleList(PostLNBlock(**block) for _ in range(cfg["num_self"]))
+            self.positions = cfg["positions"]
+        #: Width ``d`` of the branch's sequence (the teacher's width when its layers are copied).
+        self.dim = int(d)
         self.cross = nn.ModuleList(PostLNBlock(**block) for _ in range(num_cross))
-        self.self_blocks = nn.ModuleList(PostLNBlock(**block) for _ in range(cfg["num_self"]))
         self.head = ClassifierHead(d, cfg["num_classes"]) if head else None
-        self.positions = cfg["positions"]
 
     def embed(self, inputs: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
         """Teacher embedding → conv → + positions: ``(B, T, d)`` and the mask ``(B, T)``."""
         x, mask = self.embedding(inputs)  # (B, T, D)
         x = x * mask.unsqueeze(-1).to(x.dtype)  # zero padding so a kernel > 1 cannot leak it
+        if isinstance(self.conv, nn.Identity):
+            return x, mask
         h = self.conv(x.transpose(1, 2)).transpose(1, 2)  # (B, T, d)
         if self.positions:
             h = h + sinusoidal_positions(h.shape[1], h.shape[2]).to(h)
@@ -135,7 +148,7 @@ class _Branch(nn.Module):
     def self_attend(self, h: Tensor, mask: Tensor) -> Tensor:
         for blk in self.self_blocks:
             h = blk(h, q_mask=mask)  # (B, T, d)
-        return h
+        return self.out_norm(h)
 
 
 class CMDStudent(EmotionModel):
@@ -163,6 +176,11 @@ class CMDStudent(EmotionModel):
         shared_head: One classifier F for all modalities (else one per modality).
         with_head: Build the classifier (``False`` for Stage-1 distillation).
         freeze_embedding: Freeze the copied embeddings (ablation of A6).
+        teacher_layers: ``0`` (the paper): blocks from random weights at width ``dim``. ``K > 0``: each branch's
+            self-attention blocks are copies of its teacher's first ``K`` layers (Whisper or BERT-style teachers),
+            on the teacher's embedding at the teacher's width (``dim``, ``num_heads``, ``ffn_dim``, ``num_self``,
+            the conv reducer and the sinusoidal positions then do not apply; ``config["dim"]`` records the width).
+            Before any training the student computes the teacher's layer-``K`` states.
         teacher_weights: ``"auto"`` (the encoders' resolution order) or ``"random"`` (named architectures,
             random init). On the meta device the named architectures are always used and nothing is loaded.
         allow_random: Let ``"auto"`` fall back to random init (with a warning).
@@ -192,6 +210,7 @@ class CMDStudent(EmotionModel):
         shared_head: bool = True,
         with_head: bool = True,
         freeze_embedding: bool = False,
+        teacher_layers: int = 0,
         teacher_weights: str = "auto",
         allow_random: bool = True,
         _fast: bool = False,
@@ -208,6 +227,8 @@ class CMDStudent(EmotionModel):
             raise ValueError(f"kernel_size must be a positive odd number (length-preserving), got {kernel_size}")
         if temperature <= 0:
             raise ValueError(f"temperature must be positive, got {temperature}")
+        if teacher_layers < 0:
+            raise ValueError(f"teacher_layers must be >= 0, got {teacher_layers}")
         self.config: dict[str, Any] = dict(
             audio_teacher=audio_teacher,
             text_teacher=text_teacher,
@@ -228,6 +249,7 @@ class CMDStudent(EmotionModel):
             shared_head=shared_head,
             with_head=with_head,
             freeze_embedding=freeze_embedding,
+            teacher_layers=teacher_layers,
             teacher_weights=teacher_weights,
             allow_random=allow_random,
         )
@@ -248,6 +270,10 @@ class CMDStudent(EmotionModel):
             del teacher
         #: Where each copied embedding's weights came from (the teachers' provenance).
         self.teacher_provenance: dict[str, dict[str, Any]] = provenance
+        widths = {m: b.dim for m, b in branches.items()}
+        if len(set(widths.values())) > 1:
+            raise ValueError(f"teacher_layers: the branches' widths differ ({widths}); the cross blocks need one width")
+        dim = self.config["dim"] = next(iter(widths.values()))
         if meta:
             branches = {m: b.to("meta") for m, b in branches.items()}
         self.branches = nn.ModuleDict(branches)
@@ -276,6 +302,28 @@ class CMDStudent(EmotionModel):
         if self.head is not None:
             counts["head"] = sum(p.numel() for p in self.head.parameters())
         return counts
+
+    def encoder_layer_ids(self) -> dict[str, int]:
+        """Depths of the parts copied from the teachers, for ``optim.encoder_lr`` / ``optim.layer_decay``.
+
+        With ``teacher_layers = K``: the copied embedding is depth 0, copied layer ``i`` depth ``i`` and the copied
+        output norm depth ``K``; everything else (the head, cross blocks) takes ``optim.lr``. Without copied layers
+        there is no encoder to fine-tune: empty.
+        """
+        k = int(self.config["teacher_layers"])
+        if not k:
+            return {}
+        ids: dict[str, int] = {}
+        for m in self.modalities:
+            prefix = f"branches.{m}."
+            for name, _ in self.branch(m).named_parameters():
+                if name.startswith("embedding."):
+                    ids[prefix + name] = 0
+                elif name.startswith("self_blocks."):
+                    ids[prefix + name] = int(name.split(".")[1]) + 1
+                elif name.startswith("out_norm."):
+                    ids[prefix + name] = k
+        return ids
 
     def _cross(self, h: dict[str, Tensor], masks: dict[str, Tensor]) -> dict[str, Tensor]:
         """Cross-attention module: each stream queries the other (MulT-style fixed K/V, or lock-step)."""

@@ -1,0 +1,131 @@
+"""Copy a teacher's first transformer layers into emofuse blocks (students initialised from their teacher).
+
+A CMD student normally starts its blocks from random weights (d = 32). With ``teacher_layers = K`` its blocks are
+instead the teacher's first ``K`` layers, their weights copied into :class:`~emofuse.layers.transformer.PreLNBlock`
+(Whisper encoder layers: LayerNorm before attention and FFN, GELU) or
+:class:`~emofuse.layers.transformer.PostLNBlock` (BERT-style text layers: LayerNorm after each residual, GELU), so
+that the student computes exactly what the teacher's first ``K`` layers compute on the same (unpadded) input. A
+pre-LN teacher's final LayerNorm is copied too (``out_norm``); post-LN teachers need none.
+
+Supported teachers: Whisper encoders and BERT-style text encoders (BERT, MiniLM; the ``model.encoder.layer``
+layout). Anything else raises a one-line error naming the teacher.
+
+Example:
+    >>> import warnings
+    >>> from emofuse.encoders import create_encoder
+    >>> with warnings.catch_warnings():
+    ...     warnings.simplefilter("ignore")
+    ...     enc = create_encoder("tiny-bert", allow_random=True)
+    >>> blocks, norm, dims = copy_teacher_blocks(enc, 1, dropout=0.0)
+    >>> len(blocks), dims["dim"] == enc.output_dim, isinstance(norm, torch.nn.Identity)
+    (1, True, True)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from emofuse.layers.transformer import PostLNBlock, PreLNBlock
+
+__all__ = ["copy_teacher_blocks", "teacher_layer_count"]
+
+
+def _layers(encoder: Any) -> tuple[str, nn.ModuleList, nn.Module | None]:
+    """``(family, layers, final_norm)`` of a supported teacher, else a ValueError naming it."""
+    model = getattr(encoder, "model", None)
+    name = getattr(encoder, "name", type(encoder).__name__)
+    layers = getattr(model, "layers", None)
+    if isinstance(layers, nn.ModuleList) and hasattr(model, "conv1") and hasattr(model, "layer_norm"):
+        return "whisper", layers, model.layer_norm
+    stack = getattr(getattr(model, "encoder", None), "layer", None)
+    if isinstance(stack, nn.ModuleList) and len(stack) and hasattr(stack[0], "attention"):
+        first = stack[0].attention
+        if hasattr(getattr(first, "self", None), "query") and hasattr(getattr(first, "output", None), "LayerNorm"):
+            return "bert", stack, None
+    raise ValueError(
+        f"teacher_layers: cannot copy the layers of teacher {name!r} (supported: Whisper encoders and BERT-style "
+        "text encoders); use teacher_layers: 0"
+    )
+
+
+def teacher_layer_count(encoder: Any) -> int:
+    """Number of transformer layers the teacher has (the most ``teacher_layers`` can copy)."""
+    return len(_layers(encoder)[1])
+
+
+def _copy_linear(dst: nn.Linear, src: nn.Linear) -> None:
+    with torch.no_grad():
+        dst.weight.copy_(src.weight)
+        if src.bias is not None:
+            dst.bias.copy_(src.bias)
+        else:  # Whisper's k_proj has no bias
+            dst.bias.zero_()
+
+
+def _copy_norm(dst: nn.LayerNorm, src: nn.LayerNorm) -> None:
+    with torch.no_grad():
+        dst.weight.copy_(src.weight)
+        dst.bias.copy_(src.bias)
+
+
+def _whisper_block(layer: Any, num_heads: int, dropout: float) -> PreLNBlock:
+    attn = layer.self_attn
+    dim, ffn = layer.fc1.in_features, layer.fc1.out_features
+    block = PreLNBlock(dim, num_heads, ffn, dropout, dropout, dropout, "gelu", layer.self_attn_layer_norm.eps)
+    for ours, theirs in (("q_proj", "q_proj"), ("k_proj", "k_proj"), ("v_proj", "v_proj"), ("out_proj", "out_proj")):
+        _copy_linear(getattr(block.attn, ours), getattr(attn, theirs))
+    _copy_linear(block.fc1, layer.fc1)
+    _copy_linear(block.fc2, layer.fc2)
+    _copy_norm(block.norm1, layer.self_attn_layer_norm)
+    _copy_norm(block.norm2, layer.final_layer_norm)
+    return block
+
+
+def _bert_block(layer: Any, num_heads: int, dropout: float) -> PostLNBlock:
+    att = layer.attention
+    dim, ffn = layer.intermediate.dense.in_features, layer.intermediate.dense.out_features
+    block = PostLNBlock(dim, num_heads, ffn, dropout, "gelu", att.output.LayerNorm.eps)
+    _copy_linear(block.attn.q_proj, att.self.query)
+    _copy_linear(block.attn.k_proj, att.self.key)
+    _copy_linear(block.attn.v_proj, att.self.value)
+    _copy_linear(block.attn.out_proj, att.output.dense)
+    _copy_norm(block.norm1, att.output.LayerNorm)
+    _copy_linear(block.fc1, layer.intermediate.dense)
+    _copy_linear(block.fc2, layer.output.dense)
+    _copy_norm(block.norm2, layer.output.LayerNorm)
+    return block
+
+
+def copy_teacher_blocks(encoder: Any, num_layers: int, dropout: float = 0.1) -> tuple[nn.ModuleList, nn.Module, dict]:
+    """The teacher's first ``num_layers`` layers as emofuse blocks, plus its output norm and sizes.
+
+    Args:
+        encoder: The teacher (an :class:`~emofuse.encoders.Encoder` wrapping a Whisper encoder or a BERT-style
+            model in ``encoder.model``).
+        num_layers: Layers to copy, ``1..L``.
+        dropout: Dropout of the copied blocks (attention weights, FFN and residual branches).
+
+    Returns:
+        ``(blocks, out_norm, dims)``: independent copies (later changes to the teacher never reach them), the final
+        LayerNorm of a pre-LN teacher (``nn.Identity`` for post-LN ones), and ``{"dim", "num_heads", "ffn_dim"}``.
+
+    Raises:
+        ValueError: An unsupported teacher, or ``num_layers`` outside ``1..L``.
+    """
+    family, layers, final_norm = _layers(encoder)
+    if not 1 <= num_layers <= len(layers):
+        raise ValueError(f"teacher_layers must be in 1..{len(layers)} for teacher {encoder.name!r}, got {num_layers}")
+    config = encoder.model.config
+    num_heads = int(getattr(config, "encoder_attention_heads", 0) or config.num_attention_heads)
+    build = _whisper_block if family == "whisper" else _bert_block
+    blocks = nn.ModuleList(build(layers[i], num_heads, dropout) for i in range(num_layers))
+    out_norm: nn.Module = nn.Identity()
+    if final_norm is not None:
+        out_norm = nn.LayerNorm(final_norm.normalized_shape, eps=final_norm.eps)
+        _copy_norm(out_norm, final_norm)
+    first = blocks[0]
+    dims = {"dim": first.fc1.in_features, "num_heads": num_heads, "ffn_dim": first.fc1.out_features}
+    return blocks, out_norm, dims
