@@ -347,3 +347,19 @@ def test_packaged_whisper_tiny_en_and_minilm_teachers():
         assert out.masks[m].shape == ref.mask.shape and torch.equal(out.masks[m], ref.mask)
         assert model.branch(m).conv.in_channels == t.output_dim == 384
     assert model.teacher_provenance["text"]["resolved"] == "packaged"
+
+
+def test_mean_std_pooling_feeds_mean_and_std_to_the_classifier(encoders):
+    torch.manual_seed(0)
+    model = quiet(CMDStudent, text_teacher="tiny-bert", modalities=("text",), pooling="mean_std", num_classes=3).eval()
+    batch = {"text": encoders["text"].preprocess(TEXTS)}
+    out = model(batch)
+    h, mask = out.hidden["text"], out.masks["text"]
+    for i in range(2):
+        valid = h[i][mask[i]]  # (T_i, d)
+        want = torch.cat([valid.mean(0), valid.std(0, unbiased=False)])
+        torch.testing.assert_close(out.pooled["text"][i], want, atol=1e-5, rtol=1e-4)
+    assert model.head.fc1.in_features == 2 * 32 and model.head.fc1.out_features == 32
+    torch.testing.assert_close(out.modality_logits["text"], model.head(out.pooled["text"]))
+    with pytest.raises(ValueError, match="pooling must be one of"):
+        quiet(CMDStudent, text_teacher="tiny-bert", modalities=("text",), pooling="max")

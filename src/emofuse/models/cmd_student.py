@@ -33,7 +33,7 @@ from typing import Any, cast
 import torch
 from torch import Tensor, nn
 
-from emofuse.layers.pooling import masked_mean
+from emofuse.layers.pooling import masked_mean, mean_std_pool
 from emofuse.layers.transformer import PostLNBlock, sinusoidal_positions
 from emofuse.models._embedding import InputEmbedding
 from emofuse.models._registry import register_model
@@ -43,6 +43,12 @@ from emofuse.models.base import EmotionModel, ModelOutput
 __all__ = ["CMDStudent", "ClassifierHead", "build_teacher"]
 
 _MODALITIES = ("audio", "text")
+_POOLINGS = ("mean", "mean_std")
+
+
+def _pooled_dim(dim: int, pooling: str) -> int:
+    """Size of the pooled vector F reads."""
+    return 2 * dim if pooling == "mean_std" else dim
 
 
 @contextlib.contextmanager
@@ -93,20 +99,21 @@ def build_teacher(name: str, weights: str = "auto", allow_random: bool = True, f
 
 
 class ClassifierHead(nn.Module):
-    """Classifier F: ``Linear(d, d) -> ReLU -> Linear(d, C)``.
+    """Classifier F: ``Linear(d_in, d) -> ReLU -> Linear(d, C)``.
 
     Args:
-        dim: Input size ``d``.
+        dim: Hidden size ``d``.
         num_classes: Classes ``C``.
+        in_dim: Input size ``d_in`` (``None``: ``d``; ``2 d`` for mean + std pooling).
     """
 
-    def __init__(self, dim: int, num_classes: int) -> None:
+    def __init__(self, dim: int, num_classes: int, in_dim: int | None = None) -> None:
         super().__init__()
-        self.fc1 = nn.Linear(dim, dim)
+        self.fc1 = nn.Linear(in_dim or dim, dim)
         self.fc2 = nn.Linear(dim, num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
-        """``(B, d) -> (B, C)`` raw scores."""
+        """``(B, d_in) -> (B, C)`` raw scores."""
         return self.fc2(torch.relu(self.fc1(x)))
 
 
@@ -132,7 +139,7 @@ class _Branch(nn.Module):
         #: Width ``d`` of the branch's sequence (the teacher's width when its layers are copied).
         self.dim = int(d)
         self.cross = nn.ModuleList(PostLNBlock(**block) for _ in range(num_cross))
-        self.head = ClassifierHead(d, cfg["num_classes"]) if head else None
+        self.head = ClassifierHead(d, cfg["num_classes"], _pooled_dim(d, cfg["pooling"])) if head else None
 
     def embed(self, inputs: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
         """Teacher embedding → conv → + positions: ``(B, T, d)`` and the mask ``(B, T)``."""
@@ -181,6 +188,8 @@ class CMDStudent(EmotionModel):
             on the teacher's embedding at the teacher's width (``dim``, ``num_heads``, ``ffn_dim``, ``num_self``,
             the conv reducer and the sinusoidal positions then do not apply; ``config["dim"]`` records the width).
             Before any training the student computes the teacher's layer-``K`` states.
+        pooling: What F reads: ``mean`` over valid steps (the paper, §2.7) or ``mean_std`` (mean and standard
+            deviation concatenated, ``2 d``; F's first layer is then ``2 d -> d``).
         teacher_weights: ``"auto"`` (the encoders' resolution order) or ``"random"`` (named architectures,
             random init). On the meta device the named architectures are always used and nothing is loaded.
         allow_random: Let ``"auto"`` fall back to random init (with a warning).
@@ -211,6 +220,7 @@ class CMDStudent(EmotionModel):
         with_head: bool = True,
         freeze_embedding: bool = False,
         teacher_layers: int = 0,
+        pooling: str = "mean",
         teacher_weights: str = "auto",
         allow_random: bool = True,
         _fast: bool = False,
@@ -227,6 +237,8 @@ class CMDStudent(EmotionModel):
             raise ValueError(f"kernel_size must be a positive odd number (length-preserving), got {kernel_size}")
         if temperature <= 0:
             raise ValueError(f"temperature must be positive, got {temperature}")
+        if pooling not in _POOLINGS:
+            raise ValueError(f"pooling must be one of {list(_POOLINGS)}, got {pooling!r}")
         if teacher_layers < 0:
             raise ValueError(f"teacher_layers must be >= 0, got {teacher_layers}")
         self.config: dict[str, Any] = dict(
@@ -250,6 +262,7 @@ class CMDStudent(EmotionModel):
             with_head=with_head,
             freeze_embedding=freeze_embedding,
             teacher_layers=teacher_layers,
+            pooling=pooling,
             teacher_weights=teacher_weights,
             allow_random=allow_random,
         )
@@ -277,7 +290,8 @@ class CMDStudent(EmotionModel):
         if meta:
             branches = {m: b.to("meta") for m, b in branches.items()}
         self.branches = nn.ModuleDict(branches)
-        self.head = ClassifierHead(dim, num_classes) if with_head and shared_head else None
+        head_in = _pooled_dim(dim, pooling)
+        self.head = ClassifierHead(dim, num_classes, head_in) if with_head and shared_head else None
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> CMDStudent:
@@ -356,7 +370,8 @@ class CMDStudent(EmotionModel):
             batch: ``batch[<modality>]`` = the teacher encoder's ``preprocess`` dict for each modality.
 
         Returns:
-            ``hidden[m] (B, T_m, d)`` (zero at padding), ``masks[m] (B, T_m)``, ``pooled[m] (B, d)`` and, with a
+            ``hidden[m] (B, T_m, d)`` (zero at padding), ``masks[m] (B, T_m)``, ``pooled[m] (B, d)`` (``(B, 2 d)`` with
+            ``pooling="mean_std"``) and, with a
             head, ``modality_logits[m] (B, C)`` (raw F outputs), ``probs (B, C)`` (mean of the per-modality
             softmaxes at temperature ``kappa``; a modality absent from a sample, i.e. no valid step or
             ``batch["present"][m]`` False, is left out of its mean) and ``logits = log(probs)``.
@@ -373,7 +388,8 @@ class CMDStudent(EmotionModel):
             h = {m: self.branch(m).self_attend(h[m], masks[m]) for m in self.modalities}
             h = self._cross(h, masks)
         hidden = {m: h[m] * masks[m].unsqueeze(-1).to(h[m].dtype) for m in self.modalities}
-        pooled = {m: masked_mean(h[m], masks[m]) for m in self.modalities}  # (B, d)
+        pool = masked_mean if self.config["pooling"] == "mean" else mean_std_pool
+        pooled = {m: pool(h[m], masks[m]) for m in self.modalities}  # (B, d) or (B, 2 d)
         out = ModelOutput(hidden=hidden, masks=masks, pooled=pooled)
         if self.config["with_head"]:
             for m in self.modalities:
