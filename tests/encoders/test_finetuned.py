@@ -81,7 +81,7 @@ def test_bad_checkpoints_are_one_line_errors(tmp_path):
         create_encoder("tiny-bert", checkpoint=tmp_path / "nothing")
     probe = create_model("probe", modality="text", input_dim=4, num_classes=2)
     save_checkpoint(probe, tmp_path / "probe" / "best.safetensors", {"classes": ["x", "y"]})
-    with pytest.raises(EncoderError, match="not a fine-tuned encoder"):
+    with pytest.raises(EncoderError, match="a .probe. checkpoint, not an encoder"):
         create_encoder("tiny-bert", checkpoint=tmp_path / "probe")
     _fine_tuned(tmp_path / "a", encoder="tiny-bert")
     _fine_tuned(tmp_path / "b", encoder="tiny-bert")
@@ -90,3 +90,54 @@ def test_bad_checkpoints_are_one_line_errors(tmp_path):
     _, run = _fine_tuned(tmp_path / "w", encoder="tiny-whisper")
     with pytest.raises(EncoderError, match="holds a fine-tuned audio encoder .* is text"):
         create_encoder("tiny-roberta-last2", checkpoint=run)
+
+
+def _student(tmp_path, k):
+    """A CMD audio student on tiny-whisper with its first ``k`` teacher layers, weights moved (as training does)."""
+    torch.manual_seed(0)
+    model = create_model("cmd_student_audio", audio_teacher="tiny-whisper", teacher_layers=k, with_head=False).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(0.05 * torch.randn_like(p))
+    meta = {"encoders": {"embedding.audio": model.teacher_provenance["audio"]}, "task": {"name": "distill"}}
+    path = save_checkpoint(model, tmp_path / "distill" / "best.safetensors", meta)
+    return model, path
+
+
+def test_a_whisper_layer_student_checkpoint_is_a_truncated_whisper_encoder(tmp_path):
+    model, path = _student(tmp_path, 1)
+    enc = create_encoder("tiny-whisper", checkpoint=path, allow_random=True)
+    assert len(enc.model.layers) == 1 and enc.num_states == 2
+    batch = enc.preprocess([0.1 * torch.randn(16000), 0.1 * torch.randn(8000)])
+    with torch.no_grad():
+        got, want = enc(**batch), model({"audio": batch})
+    # the student masks padded keys, the Whisper encoder attends over the batch's padding: compare one clip alone
+    one = enc.preprocess([0.1 * torch.randn(16000)])
+    with torch.no_grad():
+        torch.testing.assert_close(enc(**one).hidden, model({"audio": one}).hidden["audio"], atol=1e-5, rtol=1e-4)
+    assert got.hidden.shape == want.hidden["audio"].shape
+    assert any("CMD student (first 1 teacher layers)" in n for n in enc.provenance.notes)
+    stats = create_encoder("tiny-whisper", checkpoint=path, allow_random=True, output="layer_stats")
+    assert stats.output_dim == 2 * 2 * enc.model.config.d_model  # (1 + 1) states x mean and std
+    plain = create_encoder("tiny-whisper", allow_random=True, num_layers=1)
+    assert encoder_key(plain).digest != encoder_key(enc).digest
+
+
+def test_whisper_num_layers_keeps_the_first_layers_and_checks_the_range():
+    full = create_encoder("tiny-whisper", allow_random=True, layer=1)
+    cut = create_encoder("tiny-whisper", allow_random=True, num_layers=1, layer=1)
+    batch = full.preprocess([0.1 * torch.randn(16000)])
+    with torch.no_grad():  # the cut encoder's last state is hidden state 1 after the final layer norm
+        torch.testing.assert_close(cut(**batch).hidden, full.model.layer_norm(full(**batch).hidden))
+    assert len(cut.model.layers) == 1 and any("first 1 of" in n for n in cut.provenance.notes)
+    assert encoder_key(cut).digest != encoder_key(create_encoder("tiny-whisper", allow_random=True, layer=1)).digest
+    with pytest.raises(ValueError, match=r"num_layers must be in 1\.\."):
+        create_encoder("tiny-whisper", allow_random=True, num_layers=0)
+
+
+def test_a_student_without_teacher_layers_is_not_an_encoder(tmp_path):
+    model = create_model("cmd_student_audio", audio_teacher="tiny-whisper", with_head=False)
+    path = save_checkpoint(model, tmp_path / "best.safetensors", {})
+    with pytest.raises(EncoderError, match="not an encoder"):
+        create_encoder("tiny-whisper", checkpoint=path, allow_random=True)

@@ -143,3 +143,25 @@ def test_online_teacher_is_frozen_and_not_checkpointed(student, make_batch, fake
     # cached states take precedence over the encoder
     cached = make_batch()
     assert task(cached)["loss"].item() != pytest.approx(out["loss"].item())
+
+
+def test_utterance_axis_contrasts_pooled_utterances_against_a_one_vector_teacher(student, make_batch):
+    task = DistillationTask(student, {"audio": 6}, student_dims=8, time_axis="utterance", temperature=0.1)
+    batch = make_batch()
+    n = batch["teacher"]["audio"].shape[0]
+    batch["teacher"] = {"audio": torch.randn(n, 1, 6)}  # one vector per utterance (e.g. per-layer statistics)
+    out = task(batch)
+    hidden, mask = student(batch).hidden["audio"], student(batch).masks["audio"]
+    pooled = torch.stack([hidden[i][mask[i]].mean(0) for i in range(n)])  # by hand, valid steps only
+    z_t = task.teacher_proj["audio"](batch["teacher"]["audio"][:, 0])
+    z_s = task.student_proj["audio"](pooled)
+    zt, zs = torch.nn.functional.normalize(z_t, dim=-1), torch.nn.functional.normalize(z_s, dim=-1)
+    z = torch.cat([zt, zs])
+    sim = (z @ z.T / 0.1).masked_fill(torch.eye(2 * n, dtype=torch.bool), float("-inf"))
+    pos = torch.cat([torch.arange(n, 2 * n), torch.arange(n)])
+    expected = torch.nn.functional.cross_entropy(sim, pos)
+    assert out["loss_audio"].item() == pytest.approx(expected.item(), rel=1e-5)
+    out["loss"].backward()
+    assert task.teacher_proj["audio"].weight.grad is not None
+    with pytest.raises(ValueError, match="'per_step', 'flat' or 'utterance'"):
+        DistillationTask(student, DIMS, student_dims=8, time_axis="pooled")

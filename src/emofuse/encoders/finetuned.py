@@ -57,27 +57,85 @@ def finetuned_checkpoint(path: str | Path) -> Path:
     raise EncoderError(f"{path}: {len(found)} checkpoints below it ({listed}); name one of them")
 
 
-def _read(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``(document, encoder tensors)`` of a ``finetuned_encoder`` checkpoint."""
+def _read(path: Path) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """``(document, source, encoder tensors)`` of a checkpoint whose weights form an encoder.
+
+    ``source`` says which encoder to rebuild: ``encoder`` (registered name), ``modality``, ``weights_dir``,
+    ``encoder_options`` and ``provenance`` (the stored provenance of the weights it started from). The tensors are
+    named as that encoder's own state dict (``model.*``).
+    """
     from safetensors import safe_open
 
     try:
         with safe_open(str(path), framework="pt") as f:
             doc = json.loads((f.metadata() or {}).get("emofuse", "{}"))
-            keys = [k for k in f.keys() if k.startswith(_PREFIX)]  # noqa: SIM118 - safe_open has no __iter__
-            state = {k[len(_PREFIX) :]: f.get_tensor(k) for k in keys}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open has no __iter__
     except (OSError, ValueError) as e:
         raise EncoderError(f"{path}: not a readable emofuse checkpoint ({e})") from None
     except Exception as e:  # safetensors raises its own error types for corrupt files
         raise EncoderError(f"{path}: not a readable safetensors checkpoint ({e})") from None
-    if doc.get("model_name") != FINETUNED_MODEL or not isinstance(doc.get("model_config"), dict):
-        raise EncoderError(
-            f"{path}: a {doc.get('model_name')!r} checkpoint, not a fine-tuned encoder ({FINETUNED_MODEL}, made by "
-            "a finetune_encoder stage)"
-        )
-    if not any(k.startswith("model.") for k in state):
-        raise EncoderError(f"{path}: holds no encoder weights ({_PREFIX}model.*)")
-    return doc, state
+    cfg = doc.get("model_config")
+    if not isinstance(cfg, dict):
+        raise EncoderError(f"{path}: not an emofuse model checkpoint (no model_config)")
+    if doc.get("model_name") == FINETUNED_MODEL:
+        state = {k[len(_PREFIX) :]: v for k, v in tensors.items() if k.startswith(_PREFIX)}
+        if not any(k.startswith("model.") for k in state):
+            raise EncoderError(f"{path}: holds no encoder weights ({_PREFIX}model.*)")
+        source = {
+            "encoder": cfg.get("encoder"),
+            "modality": cfg.get("modality"),
+            "weights_dir": cfg.get("weights_dir"),
+            "encoder_options": cfg.get("encoder_options") or {},
+            "provenance": (doc.get("encoders") or {}).get(f"model.{cfg.get('modality')}") or {},
+            "verb": "fine-tuned end to end",
+        }
+        return doc, source, state
+    if int(cfg.get("teacher_layers") or 0) > 0 and cfg.get("modalities") == ["audio"]:
+        return doc, *_whisper_student(path, doc, cfg, tensors)
+    raise EncoderError(
+        f"{path}: a {doc.get('model_name')!r} checkpoint, not an encoder (a {FINETUNED_MODEL} checkpoint, made by a "
+        "finetune_encoder stage, or an audio CMD student with teacher_layers > 0)"
+    )
+
+
+def _whisper_student(
+    path: Path, doc: dict[str, Any], cfg: dict[str, Any], tensors: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A CMD audio student whose blocks are Whisper layers (``teacher_layers = K``), as a K-layer Whisper encoder.
+
+    Its copied front-end, blocks and output norm map back onto the teacher's names (the block key bias, which
+    Whisper lacks, is dropped: it shifts every attention score of a query equally, so it never changes the output).
+    """
+    from emofuse.encoders.whisper import BLOCK_KEYS
+
+    prefix, k = "branches.audio.", int(cfg["teacher_layers"])
+    state: dict[str, Any] = {}
+    for name, value in tensors.items():
+        if not name.startswith(prefix):
+            continue
+        rest = name[len(prefix) :]
+        if rest.startswith("embedding.module."):
+            state["model." + rest[len("embedding.module.") :]] = value
+        elif rest.startswith("out_norm."):
+            state["model.layer_norm." + rest.split(".", 1)[1]] = value
+        elif rest.startswith("self_blocks."):
+            _, i, part = rest.split(".", 2)
+            block_part, kind = part.rsplit(".", 1)
+            if block_part not in BLOCK_KEYS:
+                raise EncoderError(f"{path}: unexpected student block weight {name!r}")
+            if (block_part, kind) != ("attn.k_proj", "bias"):
+                state[f"model.layers.{i}.{BLOCK_KEYS[block_part]}.{kind}"] = value
+    if "model.conv1.weight" not in state or "model.layer_norm.weight" not in state:
+        raise EncoderError(f"{path}: not a Whisper-teacher student (no copied conv front-end / output norm)")
+    source = {
+        "encoder": cfg.get("audio_teacher"),
+        "modality": "audio",
+        "weights_dir": None,
+        "encoder_options": {"num_layers": k},
+        "provenance": (doc.get("encoders") or {}).get("embedding.audio") or {},
+        "verb": f"a CMD student (first {k} teacher layers) trained",
+    }
+    return source, state
 
 
 def load_finetuned(
@@ -105,14 +163,13 @@ def load_finetuned(
         EncoderError: Not a fine-tuned encoder checkpoint, or its weights do not fit the rebuilt encoder.
     """
     path = finetuned_checkpoint(checkpoint)
-    doc, state = _read(path)
-    cfg = doc["model_config"]
-    base_name = str(cfg.get("encoder"))
-    modality = cfg.get("modality")
+    doc, source, state = _read(path)
+    base_name = str(source["encoder"])
+    modality = source["modality"]
     wanted = get_encoder_spec(name).modality
     if modality != wanted:
         raise EncoderError(f"{path}: holds a fine-tuned {modality} encoder ({base_name}); {name!r} is {wanted}")
-    stored = (doc.get("encoders") or {}).get(f"model.{modality}") or {}
+    stored = source["provenance"]
     trained_random = stored.get("resolved") == "random"
     with warnings.catch_warnings():
         if trained_random:  # fine-tuned from random init (tests): the same fallback tokenizer, no new warning
@@ -121,9 +178,9 @@ def load_finetuned(
             base_name,
             layer=layer,
             frozen=frozen,
-            weights_dir=cfg.get("weights_dir"),
+            weights_dir=source["weights_dir"],
             allow_random=allow_random or trained_random,
-            **{**(cfg.get("encoder_options") or {}), **options},
+            **{**source["encoder_options"], **options},
         )
     base = enc.provenance
     if stored and (stored.get("resolved"), stored.get("architecture")) != (base.resolved, base.architecture):
@@ -152,7 +209,7 @@ def load_finetuned(
     how = f"{task.get('name', 'finetune_encoder')} stage {task.get('stage', '?')}"
     if isinstance(doc.get("score"), (int, float)):
         how += f", {doc.get('monitor')} = {doc['score']:.4g} at epoch {doc.get('epoch')}"
-    notes = [f"fine-tuned end to end by emofuse ({how}; classes {doc.get('classes')}) from {base_name} [{base.source}]"]
+    notes = [f"{source['verb']} by emofuse ({how}; classes {doc.get('classes')}) from {base_name} [{base.source}]"]
     if name != base_name:
         notes.insert(0, f"the fine-tuned {base_name!r} stands in for {name!r}")
     enc.name = name

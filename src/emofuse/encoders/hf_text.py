@@ -46,7 +46,20 @@ from emofuse.encoders._registry import EncoderSpec, Resolution, locate_packaged,
 from emofuse.encoders.base import Encoder, EncoderError, EncoderOutput, Provenance, state_fingerprint
 from emofuse.layers.pooling import LayerSelector, masked_mean
 
-__all__ = ["HFTextEncoder", "char_tokenizer", "text_config"]
+__all__ = ["BLOCK_KEYS", "HFTextEncoder", "char_tokenizer", "text_config"]
+
+#: Parameter names of a post-LN emofuse block (:class:`~emofuse.layers.transformer.PostLNBlock`) and of the
+#: BERT-style layer (``model.encoder.layer[i]``) they copy.
+BLOCK_KEYS = {
+    "attn.q_proj": "attention.self.query",
+    "attn.k_proj": "attention.self.key",
+    "attn.v_proj": "attention.self.value",
+    "attn.out_proj": "attention.output.dense",
+    "norm1": "attention.output.LayerNorm",
+    "fc1": "intermediate.dense",
+    "fc2": "output.dense",
+    "norm2": "output.LayerNorm",
+}
 
 _FAMILIES = {"bert": "BertModel", "roberta": "RobertaModel", "mpnet": "MPNetModel"}
 _POSITION_OFFSET = {"bert": 0, "roberta": 2, "mpnet": 2}  # RoBERTa/MPNet positions start after padding_idx

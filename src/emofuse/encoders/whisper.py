@@ -48,6 +48,7 @@ standard deviation over the clip's frames of every hidden state, ``[mean_0 | std
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,12 +65,25 @@ from emofuse.encoders.base import Encoder, EncoderError, EncoderOutput, Provenan
 from emofuse.encoders.ct2 import load_whisper_encoder
 from emofuse.layers.pooling import LayerSelector, masked_mean, mean_std_pool
 
-__all__ = ["SAMPLE_RATE", "WhisperInputEmbedding", "WhisperSpeechEncoder", "whisper_config"]
+__all__ = ["BLOCK_KEYS", "SAMPLE_RATE", "WhisperInputEmbedding", "WhisperSpeechEncoder", "whisper_config"]
 
 SAMPLE_RATE = 16000
 HOP_LENGTH = 160  # mel frames every 10 ms; the encoder halves that to 50 frames/s
 MIN_SAMPLES = 400  # one 25 ms STFT window
 OUTPUTS = ("frames", "layer_stats")
+#: Parameter names of a pre-LN emofuse block (:class:`~emofuse.layers.transformer.PreLNBlock`) and of the Whisper
+#: encoder layer they copy (``k_proj`` has no bias in Whisper: a key bias shifts every score of a query by the same
+#: amount, so the softmax drops it).
+BLOCK_KEYS = {
+    "attn.q_proj": "self_attn.q_proj",
+    "attn.k_proj": "self_attn.k_proj",
+    "attn.v_proj": "self_attn.v_proj",
+    "attn.out_proj": "self_attn.out_proj",
+    "norm1": "self_attn_layer_norm",
+    "fc1": "fc1",
+    "fc2": "fc2",
+    "norm2": "final_layer_norm",
+}
 
 
 @dataclass(frozen=True)
@@ -378,7 +392,7 @@ def _load_weights(path: Path, name: str) -> tuple[Any, list[str]]:
 def _build_whisper(spec: EncoderSpec, resolution: Resolution, **options: Any) -> WhisperSpeechEncoder:
     from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
-    unknown = set(options) - {"layer", "chunk_long_audio", "pad_to", "output"}
+    unknown = set(options) - {"layer", "chunk_long_audio", "pad_to", "output", "num_layers"}
     if unknown:
         raise TypeError(f"unknown option(s) for Whisper encoder {spec.name!r}: {', '.join(sorted(unknown))}")
     arch = _ARCHS[spec.name]
@@ -401,6 +415,10 @@ def _build_whisper(spec: EncoderSpec, resolution: Resolution, **options: Any) ->
                 f"{resolution.path} (L{got[1]}/H{got[0]}) stands in for {spec.name!r} "
                 f"(L{ref.encoder_layers}/H{ref.d_model}): results are not comparable to the named model's",
             )
+    num_layers = options.pop("num_layers", None)
+    if num_layers is not None:
+        notes.append(_truncate(model, int(num_layers), spec.name))
+        options["num_layers"] = num_layers  # part of the fingerprint (the cache key)
     provenance = Provenance(
         name=spec.name,
         resolved=resolution.resolved,
@@ -410,7 +428,19 @@ def _build_whisper(spec: EncoderSpec, resolution: Resolution, **options: Any) ->
         fingerprint=state_fingerprint(model, extra=f"whisper-logmel-unpadded {sorted(options.items())}"),
         notes=notes,
     )
+    options.pop("num_layers", None)
     return WhisperSpeechEncoder(model, name=spec.name, provenance=provenance, **options)
+
+
+def _truncate(model: Any, num_layers: int, name: str) -> str:
+    """Keep the first ``num_layers`` encoder layers (then the final layer norm); returns the provenance note."""
+    total = len(model.layers)
+    if not 1 <= num_layers <= total:
+        raise ValueError(f"num_layers must be in 1..{total} for Whisper encoder {name!r}, got {num_layers}")
+    model.layers = model.layers[:num_layers]
+    model.config = copy.deepcopy(model.config)
+    model.config.encoder_layers = num_layers
+    return f"truncated to its first {num_layers} of {total} layers (then the final layer norm)"
 
 
 def _describe(name: str, arch: _WhisperArch) -> str:

@@ -15,6 +15,10 @@ time axis enters is ambiguity A1, so two readings are offered:
   over the ``n_τ`` samples valid at ``τ``; the ``L_τ`` are averaged with weights ``n_τ``.
 * :func:`nt_xent_flat`: every valid (sample, position) pair in a single ``2N × 2N`` problem.
 
+A third choice, not a reading of the paper, contrasts whole utterances (``time_axis="utterance"`` of the
+distillation task): each side is mean-pooled over its valid steps first, then :func:`nt_xent` runs over the
+batch. The teacher side may then be one vector per utterance (e.g. Whisper's per-layer statistics).
+
 Example:
     >>> import torch
     >>> z = torch.randn(4, 8)
@@ -34,7 +38,7 @@ from torch.utils.checkpoint import checkpoint
 __all__ = ["NTXentLoss", "Similarity", "TimeAxis", "nt_xent", "nt_xent_flat", "nt_xent_per_step"]
 
 Similarity = Literal["cosine", "dot"]
-TimeAxis = Literal["per_step", "flat"]
+TimeAxis = Literal["per_step", "flat", "utterance"]
 
 
 def _check_pair(z_a: Tensor, z_b: Tensor, temperature: float) -> None:

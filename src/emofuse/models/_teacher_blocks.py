@@ -23,11 +23,13 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
 
+from emofuse.encoders.hf_text import BLOCK_KEYS as BERT_KEYS
+from emofuse.encoders.whisper import BLOCK_KEYS as WHISPER_KEYS
 from emofuse.layers.transformer import PostLNBlock, PreLNBlock
 
 __all__ = ["copy_teacher_blocks", "teacher_layer_count"]
@@ -56,47 +58,28 @@ def teacher_layer_count(encoder: Any) -> int:
     return len(_layers(encoder)[1])
 
 
-def _copy_linear(dst: nn.Linear, src: nn.Linear) -> None:
-    with torch.no_grad():
-        dst.weight.copy_(src.weight)
-        if src.bias is not None:
-            dst.bias.copy_(src.bias)
-        else:  # Whisper's k_proj has no bias
-            dst.bias.zero_()
-
-
-def _copy_norm(dst: nn.LayerNorm, src: nn.LayerNorm) -> None:
-    with torch.no_grad():
-        dst.weight.copy_(src.weight)
-        dst.bias.copy_(src.bias)
+def _copy(block: nn.Module, layer: nn.Module, keys: dict[str, str]) -> nn.Module:
+    """Load ``layer``'s weights into ``block`` by the name map ``keys`` (ours -> theirs); a bias they lack is 0."""
+    theirs, ours = layer.state_dict(), block.state_dict()
+    state = {}
+    for name, value in ours.items():
+        part, kind = name.rsplit(".", 1)
+        source = theirs.get(f"{keys[part]}.{kind}")
+        state[name] = torch.zeros_like(value) if source is None else source.detach().clone()
+    block.load_state_dict(state)
+    return block
 
 
 def _whisper_block(layer: Any, num_heads: int, dropout: float) -> PreLNBlock:
-    attn = layer.self_attn
     dim, ffn = layer.fc1.in_features, layer.fc1.out_features
     block = PreLNBlock(dim, num_heads, ffn, dropout, dropout, dropout, "gelu", layer.self_attn_layer_norm.eps)
-    for ours, theirs in (("q_proj", "q_proj"), ("k_proj", "k_proj"), ("v_proj", "v_proj"), ("out_proj", "out_proj")):
-        _copy_linear(getattr(block.attn, ours), getattr(attn, theirs))
-    _copy_linear(block.fc1, layer.fc1)
-    _copy_linear(block.fc2, layer.fc2)
-    _copy_norm(block.norm1, layer.self_attn_layer_norm)
-    _copy_norm(block.norm2, layer.final_layer_norm)
-    return block
+    return cast(PreLNBlock, _copy(block, layer, WHISPER_KEYS))
 
 
 def _bert_block(layer: Any, num_heads: int, dropout: float) -> PostLNBlock:
-    att = layer.attention
     dim, ffn = layer.intermediate.dense.in_features, layer.intermediate.dense.out_features
-    block = PostLNBlock(dim, num_heads, ffn, dropout, "gelu", att.output.LayerNorm.eps)
-    _copy_linear(block.attn.q_proj, att.self.query)
-    _copy_linear(block.attn.k_proj, att.self.key)
-    _copy_linear(block.attn.v_proj, att.self.value)
-    _copy_linear(block.attn.out_proj, att.output.dense)
-    _copy_norm(block.norm1, att.output.LayerNorm)
-    _copy_linear(block.fc1, layer.intermediate.dense)
-    _copy_linear(block.fc2, layer.output.dense)
-    _copy_norm(block.norm2, layer.output.LayerNorm)
-    return block
+    block = PostLNBlock(dim, num_heads, ffn, dropout, "gelu", layer.attention.output.LayerNorm.eps)
+    return cast(PostLNBlock, _copy(block, layer, BERT_KEYS))
 
 
 def copy_teacher_blocks(encoder: Any, num_layers: int, dropout: float = 0.1) -> tuple[nn.ModuleList, nn.Module, dict]:
@@ -125,7 +108,7 @@ def copy_teacher_blocks(encoder: Any, num_layers: int, dropout: float = 0.1) -> 
     out_norm: nn.Module = nn.Identity()
     if final_norm is not None:
         out_norm = nn.LayerNorm(final_norm.normalized_shape, eps=final_norm.eps)
-        _copy_norm(out_norm, final_norm)
+        out_norm.load_state_dict(final_norm.state_dict())
     first = blocks[0]
     dims = {"dim": first.fc1.in_features, "num_heads": num_heads, "ffn_dim": first.fc1.out_features}
     return blocks, out_norm, dims

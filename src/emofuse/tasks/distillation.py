@@ -33,7 +33,8 @@ import torch
 from torch import Tensor, nn
 
 from emofuse.encoders.base import Encoder
-from emofuse.losses.contrastive import Similarity, TimeAxis, nt_xent_flat, nt_xent_per_step
+from emofuse.layers.pooling import masked_mean
+from emofuse.losses.contrastive import Similarity, TimeAxis, nt_xent, nt_xent_flat, nt_xent_per_step
 from emofuse.models.base import EmotionModel
 from emofuse.tasks._registry import TaskSpec, register_task
 from emofuse.tasks.base import Task, TaskError
@@ -52,7 +53,11 @@ class DistillationTask(Task):
         proj_dim: ``d_z``, the size of the projected vectors (32 in the paper).
         temperature: ``κ`` (0.05 for IEMOCAP/MELD, 0.01 for CMU-MOSEI; grid {0.01, 0.05, 0.1}).
         time_axis: ``"per_step"`` (literal reading, default) or ``"flat"`` (all valid positions in one
-            problem); ambiguity A1.
+            problem); ambiguity A1. ``"utterance"`` (not the paper's): teacher and student states are mean-pooled
+            over their own valid steps, then one NT-Xent runs over the batch's utterances; the two sides need not
+            have the same length, so the teacher may be an utterance-level vector (``T = 1``), such as Whisper's
+            per-layer mean and std (``output: layer_stats``), and may be another model than the one whose
+            embedding the student copied.
         modalities: Modalities to distil (default: the keys of ``teacher_dims``). One modality gives
             the unimodal ``wav2 + distill`` / ``bert + distill`` variants.
         student_dims: Student hidden size, one int for all modalities or a mapping (32 in the paper).
@@ -99,8 +104,8 @@ class DistillationTask(Task):
         mods = tuple(modalities) if modalities is not None else tuple(teacher_dims)
         if not mods:
             raise ValueError("DistillationTask needs at least one modality")
-        if time_axis not in ("per_step", "flat"):
-            raise ValueError(f"time_axis must be 'per_step' or 'flat', got {time_axis!r}")
+        if time_axis not in ("per_step", "flat", "utterance"):
+            raise ValueError(f"time_axis must be 'per_step', 'flat' or 'utterance', got {time_axis!r}")
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
         if similarity not in ("cosine", "dot"):
@@ -187,8 +192,15 @@ class DistillationTask(Task):
                 raise TaskError(
                     f"{m}: teacher states have size {h_t.shape[-1]}, but teacher_dims[{m!r}] = {self.teacher_dims[m]}"
                 )
-            h_t, h_s, mask = _align(m, h_t, mask_t, h_s, mask_s, batch.get("ids"))
             proj_t = cast(nn.Linear, self.teacher_proj[m])
+            if self.time_axis == "utterance":  # one vector per utterance on each side, each over its own steps
+                h_t = masked_mean(h_t.detach(), None if mask_t is None else mask_t.bool())  # (B, D)
+                h_s = masked_mean(h_s, None if mask_s is None else mask_s.bool())  # (B, d_s)
+                z_t = proj_t(h_t.to(device=proj_t.weight.device, dtype=proj_t.weight.dtype))  # (B, d_z)
+                z_s = self.student_proj[m](h_s)  # (B, d_z)
+                parts[f"loss_{m}"] = nt_xent(z_t, z_s, self.temperature, self.similarity)
+                continue
+            h_t, h_s, mask = _align(m, h_t, mask_t, h_s, mask_s, batch.get("ids"))
             z_t = proj_t(h_t.detach().to(device=proj_t.weight.device, dtype=proj_t.weight.dtype))  # (B, T, d_z)
             z_s = self.student_proj[m](h_s)  # (B, T, d_z)
             if self.time_axis == "flat":
