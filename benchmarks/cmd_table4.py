@@ -34,7 +34,16 @@ ROOT = Path(__file__).resolve().parents[1]
 #: (task, system label, row-name prefix): rows named ``<prefix>`` or ``<prefix>-s<k>`` are pooled.
 SYSTEMS = [
     ("ravdess8", "wav2 (MulT on frozen Whisper tiny.en states)", "ravdess8/cmd-wav2"),
-    ("ravdess8", "wav2 + distill (CMD audio student, tiny.en teacher)", "ravdess8/cmd-wav2-distill"),
+    (
+        "ravdess8",
+        "wav2 + distill (CMD audio student, tiny.en teacher; ravdess-wav-distill.yaml)",
+        "ravdess8/cmd-wav2-distill",
+    ),
+    (
+        "ravdess8",
+        "wav2 + distill with the paper's settings (front-end trained, no augmentation)",
+        "ravdess8/cmd-wav2-distill-paper",
+    ),
     ("ravdess8", "probe: every tiny.en layer, unpadded (ravdess-probe.yaml)", "ravdess8/probe-unpadded"),
     ("ravdess8", "probe: every tiny.en layer, 30 s (ravdess-probe.yaml)", "ravdess8/probe"),
     ("ravdess8", "LR reference: last tiny.en layer, unpadded", "ravdess8/lr-tiny-unpadded"),
@@ -46,6 +55,7 @@ SYSTEMS = [
 #: (task, candidate prefix, baseline prefix): "is the candidate better than the baseline?"
 PAIRS = [
     ("ravdess8", "ravdess8/cmd-wav2-distill", "ravdess8/cmd-wav2"),
+    ("ravdess8", "ravdess8/cmd-wav2-distill", "ravdess8/cmd-wav2-distill-paper"),
     ("ravdess8", "ravdess8/cmd-wav2-distill", "ravdess8/probe-unpadded"),
     ("ravdess8", "ravdess8/cmd-wav2", "ravdess8/probe-unpadded"),
     ("ravdess8", "ravdess8/cmd-student-k2-probe", "ravdess8/probe-unpadded"),

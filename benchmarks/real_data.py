@@ -217,6 +217,11 @@ def _cmd_rows(tiny: bool) -> list[Row]:
                 note=f"CMD Table 4 'bert + distill': the text student (MiniLM teacher), seed {k}"),
         ]  # fmt: skip
     rows.append(
+        Row("ravdess8/cmd-wav2-distill-paper-s0", "recipe", config="configs/evidence/ravdess-wav-distill.yaml",
+            overrides=("seeds=[0]", "model.freeze_embedding=false", "model.dropout=0.1", "data.augment=null"),
+            note="the audio student with the paper's settings (front-end trained, dropout 0.1, no augmentation)")
+    )  # fmt: skip
+    rows.append(
         Row("ravdess8/cmd-student-k2-probe", "recipe", config="configs/evidence/ravdess-probe.yaml",
             overrides=("encoders.audio_options={num_layers: 2, output: layer_stats}", "model.num_layers=3"),
             note="the probe on a student = the teacher's first 2 layers, unpadded, no distillation")
