@@ -35,9 +35,9 @@ from emofuse.layers.transformer import PostLNBlock, PreLNBlock
 __all__ = ["copy_teacher_blocks", "teacher_layer_count"]
 
 
-def _layers(encoder: Any) -> tuple[str, nn.ModuleList, nn.Module | None]:
+def _layers(encoder: Any) -> tuple[str, nn.ModuleList, nn.LayerNorm | None]:
     """``(family, layers, final_norm)`` of a supported teacher, else a ValueError naming it."""
-    model = getattr(encoder, "model", None)
+    model: Any = getattr(encoder, "model", None)
     name = getattr(encoder, "name", type(encoder).__name__)
     layers = getattr(model, "layers", None)
     if isinstance(layers, nn.ModuleList) and hasattr(model, "conv1") and hasattr(model, "layer_norm"):
@@ -82,7 +82,9 @@ def _bert_block(layer: Any, num_heads: int, dropout: float) -> PostLNBlock:
     return cast(PostLNBlock, _copy(block, layer, BERT_KEYS))
 
 
-def copy_teacher_blocks(encoder: Any, num_layers: int, dropout: float = 0.1) -> tuple[nn.ModuleList, nn.Module, dict]:
+def copy_teacher_blocks(
+    encoder: Any, num_layers: int, dropout: float = 0.1
+) -> tuple[nn.ModuleList, nn.Module, dict[str, int]]:
     """The teacher's first ``num_layers`` layers as emofuse blocks, plus its output norm and sizes.
 
     Args:
@@ -107,8 +109,8 @@ def copy_teacher_blocks(encoder: Any, num_layers: int, dropout: float = 0.1) -> 
     blocks = nn.ModuleList(build(layers[i], num_heads, dropout) for i in range(num_layers))
     out_norm: nn.Module = nn.Identity()
     if final_norm is not None:
-        out_norm = nn.LayerNorm(final_norm.normalized_shape, eps=final_norm.eps)
+        out_norm = nn.LayerNorm(final_norm.normalized_shape, eps=float(final_norm.eps))
         out_norm.load_state_dict(final_norm.state_dict())
-    first = blocks[0]
-    dims = {"dim": first.fc1.in_features, "num_heads": num_heads, "ffn_dim": first.fc1.out_features}
+    fc1 = cast(nn.Linear, cast(Any, blocks[0]).fc1)
+    dims = {"dim": int(fc1.in_features), "num_heads": num_heads, "ffn_dim": int(fc1.out_features)}
     return blocks, out_norm, dims
