@@ -33,6 +33,7 @@ __all__ = ["FINETUNED_MODEL", "finetuned_checkpoint", "load_finetuned"]
 #: Registered name of the model whose checkpoints are fine-tuned encoders.
 FINETUNED_MODEL = "finetuned_encoder"
 _PREFIX = "encoder."
+_STUDENT_PREFIX = "branches.audio."  # an audio CMD student's branch (its copied front-end, blocks and norm)
 
 
 def finetuned_checkpoint(path: str | Path) -> Path:
@@ -69,7 +70,9 @@ def _read(path: Path) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     try:
         with safe_open(str(path), framework="pt") as f:
             doc = json.loads((f.metadata() or {}).get("emofuse", "{}"))
-            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open has no __iter__
+            wanted = _PREFIX if doc.get("model_name") == FINETUNED_MODEL else _STUDENT_PREFIX  # the encoder's part only
+            keys = [k for k in f.keys() if k.startswith(wanted)]  # noqa: SIM118 - safe_open has no __iter__
+            tensors = {k: f.get_tensor(k) for k in keys}
     except (OSError, ValueError) as e:
         raise EncoderError(f"{path}: not a readable emofuse checkpoint ({e})") from None
     except Exception as e:  # safetensors raises its own error types for corrupt files
@@ -108,7 +111,7 @@ def _whisper_student(
     """
     from emofuse.encoders.whisper import BLOCK_KEYS
 
-    prefix, k = "branches.audio.", int(cfg["teacher_layers"])
+    prefix, k = _STUDENT_PREFIX, int(cfg["teacher_layers"])
     state: dict[str, Any] = {}
     for name, value in tensors.items():
         if not name.startswith(prefix):
