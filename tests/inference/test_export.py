@@ -176,6 +176,17 @@ def test_whisper_student(tmp_path):
         np.testing.assert_allclose(row, [ref[c] for c in p.classes], atol=1e-4)
 
 
+def test_whisper_student_with_a_narrow_front_end(tmp_path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = create_model("cmd_student_audio", audio_teacher="tiny-whisper", front_end_channels=8, num_classes=3)
+    path = save_checkpoint(model.eval(), tmp_path / "n" / "best.safetensors", {"classes": ["x", "y", "z"]})
+    p = Predictor.from_checkpoint(path)
+    out = export_onnx(p.model, tmp_path / "n.onnx")
+    assert [i.name for i in onnx_session(out).get_inputs()] == ["input_features", "feature_lengths"]
+    assert verify_onnx(p.model, out, cases=((1, 0.6, 5), (3, 1.7, 12), (2, 9.5, 30))) < 1e-4
+
+
 def test_parity_check_fails_on_nan_output(predictor, exported):
     hook = predictor.model.register_forward_hook(lambda m, i, o: o.__class__(**{**vars(o), "probs": o.probs * np.nan}))
     try:

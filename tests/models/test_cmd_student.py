@@ -363,3 +363,56 @@ def test_mean_std_pooling_feeds_mean_and_std_to_the_classifier(encoders):
     torch.testing.assert_close(out.modality_logits["text"], model.head(out.pooled["text"]))
     with pytest.raises(ValueError, match="pooling must be one of"):
         quiet(CMDStudent, text_teacher="tiny-bert", modalities=("text",), pooling="max")
+
+
+@pytest.mark.skipif("tiny-whisper" not in list_encoders(), reason="whisper encoder not available")
+def test_narrow_front_end_keeps_the_teacher_frames_at_a_fraction_of_the_weights():
+    teacher = quiet(create_encoder, "tiny-whisper", allow_random=True)
+    copied, narrow = InputEmbedding(teacher), InputEmbedding(teacher, narrow=6)
+    conv1 = copied.module.conv1
+    assert narrow.family == "whisper" and narrow.output_dim == 6
+    # conv1 M x 6 x 3 + 6, conv2 6 x 6 x 3 + 6; no position table
+    assert n_params(narrow) == conv1.in_channels * 6 * 3 + 6 + 6 * 6 * 3 + 6
+    assert narrow.module.embed_positions is None and narrow.module.max_frames is None
+    assert all(p.requires_grad for p in narrow.parameters())
+    for clips in (waves(1.0, 0.5, 0.27), waves(31.0, 2.0)):  # past 30 s: one pass, no windows needed
+        inputs = teacher.preprocess(clips)
+        x, mask = narrow(inputs)
+        ref = teacher(**inputs)
+        assert x.shape == (*ref.hidden.shape[:2], 6) and torch.equal(mask, ref.mask)
+        # each row's valid frames are those of the row embedded on its own: padding never leaks in
+        for i, clip in enumerate(clips):
+            own, _ = narrow(teacher.preprocess([clip]))
+            n = int(mask[i].sum())
+            assert torch.allclose(x[i, :n], own[0, :n], atol=1e-5)
+
+
+def test_narrow_front_end_refuses_other_teachers_and_freezing():
+    with pytest.raises(ValueError, match="Whisper teachers only, not a text embedding"):
+        InputEmbedding(quiet(create_encoder, "tiny-bert", allow_random=True), narrow=8)
+    if "tiny-whisper" in list_encoders():
+        with pytest.raises(ValueError, match="cannot be frozen"):
+            InputEmbedding(quiet(create_encoder, "tiny-whisper", allow_random=True), trainable=False, narrow=8)
+    with pytest.raises(ValueError, match="front_end_channels needs teacher_layers=0"):
+        tiny(audio_teacher="tiny-whisper", front_end_channels=8, teacher_layers=1)
+    with pytest.raises(ValueError, match="front_end_channels must be >= 0"):
+        tiny(front_end_channels=-1)
+
+
+@pytest.mark.skipif("tiny-whisper" not in list_encoders(), reason="whisper encoder not available")
+def test_student_with_a_narrow_front_end_is_smaller_and_rebuilds_from_its_config():
+    full = tiny(audio_teacher="tiny-whisper", modalities=("audio",))
+    model = tiny(audio_teacher="tiny-whisper", modalities=("audio",), front_end_channels=8)
+    enc = quiet(create_encoder, "tiny-whisper", allow_random=True)
+    out = model({"audio": enc.preprocess(waves(1.0, 0.5))})
+    assert out.hidden["audio"].shape == (2, 50, 32) and out.masks["audio"].sum(1).tolist() == [50, 25]
+    assert model.branch("audio").conv.in_channels == 8
+    saved = n_params(full.branch("audio").embedding) - n_params(model.branch("audio").embedding)
+    conv_saved = (enc.output_dim - 8) * 32  # the reducer reads 8 channels instead of D
+    assert n_params(full) - n_params(model) == saved + conv_saved
+    again = CMDStudent.from_config(model.config)
+    again.load_state_dict(model.state_dict())
+    assert torch.equal(
+        again.eval()({"audio": enc.preprocess(waves(1.0))}).probs,
+        model.eval()({"audio": enc.preprocess(waves(1.0))}).probs,
+    )

@@ -118,12 +118,14 @@ def _valid_mask(lengths: Tensor, total: int) -> Tensor:
     return torch.arange(total, device=lengths.device)[None] < lengths[:, None]
 
 
-def _embed(conv1: nn.Module, conv2: nn.Module, positions: Tensor, x: Tensor, lengths: Tensor) -> Tensor:
-    """Conv front-end + positions, ``(B, M, T) -> (B, ceil(T / 2), D)``; features past ``lengths`` are zeroed."""
+def _embed(conv1: nn.Module, conv2: nn.Module, positions: Tensor | None, x: Tensor, lengths: Tensor) -> Tensor:
+    """Conv front-end [+ positions], ``(B, M, T) -> (B, ceil(T / 2), D)``; features past ``lengths`` are zeroed."""
     if x.shape[-1] % 2:
         x = F.pad(x, (0, 1))
     x = x * _valid_mask(lengths, x.shape[-1]).unsqueeze(1).to(x.dtype)  # padding = the convs' zero padding
     h = F.gelu(conv2(F.gelu(conv1(x)))).transpose(1, 2)  # (B, T/2, D)
+    if positions is None:
+        return h
     if h.shape[1] > positions.shape[0]:
         raise EncoderError(f"{h.shape[1]} frames exceed the {positions.shape[0]} positions of the Whisper encoder")
     return h + positions[: h.shape[1]]  # the table sliced, never resized
@@ -133,15 +135,17 @@ class WhisperInputEmbedding(nn.Module):
     """Whisper's input embedding: conv1 + GELU, conv2 (stride 2) + GELU, plus sinusoidal positions.
 
     This is what a CMD student copies from a Whisper teacher. The modules are the encoder's own (shared, not
-    copied): ``copy.deepcopy`` it to make an independent student.
+    copied): ``copy.deepcopy`` it to make an independent student. :meth:`narrow` builds a fresh, narrower one with
+    the same frame geometry.
 
     Args:
         conv1: ``Conv1d(M, D, 3, padding=1)``.
         conv2: ``Conv1d(D, D, 3, stride=2, padding=1)``.
-        embed_positions: ``Embedding(P, D)``; the first ``T/2`` rows are added.
+        embed_positions: ``Embedding(P, D)``; the first ``T/2`` rows are added. ``None``: no positions and no
+            length limit (a :meth:`narrow` front-end, whose student adds its own positions).
     """
 
-    def __init__(self, conv1: nn.Module, conv2: nn.Module, embed_positions: nn.Embedding) -> None:
+    def __init__(self, conv1: nn.Module, conv2: nn.Module, embed_positions: nn.Embedding | None) -> None:
         super().__init__()
         self.conv1 = conv1
         self.conv2 = conv2
@@ -160,7 +164,36 @@ class WhisperInputEmbedding(nn.Module):
         if feature_lengths is None:
             b, _, t = input_features.shape
             feature_lengths = torch.full((b,), t, dtype=torch.long, device=input_features.device)
-        return _embed(self.conv1, self.conv2, self.embed_positions.weight, input_features, feature_lengths)
+        positions = None if self.embed_positions is None else self.embed_positions.weight
+        return _embed(self.conv1, self.conv2, positions, input_features, feature_lengths)
+
+    @property
+    def max_frames(self) -> int | None:
+        """Output frames one pass can embed (the position table's rows), ``None`` without positions."""
+        return None if self.embed_positions is None else int(self.embed_positions.weight.shape[0])
+
+    def narrow(self, channels: int) -> WhisperInputEmbedding:
+        """A fresh front-end of ``channels`` channels with this one's geometry, randomly initialised, no positions.
+
+        Same mel bins, kernels, strides and padding, so it yields the teacher's frames (``ceil(T / 2)``, 50 per
+        second) at a fraction of the cost: the convs are ``M x C x 3`` and ``C x C x 3`` weights instead of
+        ``M x D x 3`` and ``D x D x 3`` (tiny.en, ``D = 384``, ``C = 64``: 28 k weights instead of 535 k).
+
+        Args:
+            channels: Width ``C`` of both convs (>= 1).
+
+        Raises:
+            ValueError: ``channels < 1``.
+        """
+        if channels < 1:
+            raise ValueError(f"a narrow Whisper front-end needs channels >= 1, got {channels}")
+        c1, c2 = self.conv1, self.conv2
+        assert isinstance(c1, nn.Conv1d) and isinstance(c2, nn.Conv1d)
+
+        def like(conv: nn.Conv1d, cin: int) -> nn.Conv1d:
+            return nn.Conv1d(cin, channels, conv.kernel_size, conv.stride, conv.padding, bias=conv.bias is not None)
+
+        return WhisperInputEmbedding(like(c1, c1.in_channels), like(c2, channels), None)
 
 
 class WhisperSpeechEncoder(Encoder):

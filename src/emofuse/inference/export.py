@@ -130,7 +130,8 @@ class _WhisperEmbedding(nn.Module):
         valid = torch.arange(feats.shape[-1], device=feats.device)[None] < n[:, None]  # (B, F)
         x = feats * valid[:, None, :].to(feats.dtype)  # padding = the convs' zero padding
         h = F.gelu(self.conv2(F.gelu(self.conv1(x)))).transpose(1, 2)  # (B, F/2, D)
-        h = h + self.positions.weight[: h.shape[1]]
+        if self.positions is not None:  # a narrow front-end has none
+            h = h + self.positions.weight[: h.shape[1]]
         mask = torch.arange(h.shape[1], device=h.device)[None] < ((n + 1) // 2)[:, None]  # (B, F/2)
         return h, mask
 

@@ -75,6 +75,12 @@ class InputEmbedding(nn.Module):
     Args:
         encoder: The teacher (any :class:`~emofuse.encoders.Encoder` whose ``input_embedding()`` works).
         trainable: Leave the copied parameters trainable (spec A6 default) or freeze them.
+        narrow: ``0``: copy the teacher's embedding. ``C > 0`` (Whisper teachers only): a fresh front-end of ``C``
+            channels with the teacher's frame geometry and no positions, randomly initialised and trainable
+            (:meth:`~emofuse.encoders.whisper.WhisperInputEmbedding.narrow`), nothing copied.
+
+    Raises:
+        ValueError: ``narrow`` for a teacher that is not Whisper, or with ``trainable=False``.
 
     Attributes:
         family: ``text``, ``wav2vec2`` or ``whisper``.
@@ -93,11 +99,18 @@ class InputEmbedding(nn.Module):
         ('text', 32, True)
     """
 
-    def __init__(self, encoder: Any, trainable: bool = True) -> None:
+    def __init__(self, encoder: Any, trainable: bool = True, narrow: int = 0) -> None:
         super().__init__()
         source = encoder.input_embedding()
         self.family = embedding_family(source)
-        self.module = copy.deepcopy(source)  # a copy: later changes to the teacher never reach the student
+        if narrow:
+            if self.family != "whisper":
+                raise ValueError(f"narrow front-ends exist for Whisper teachers only, not a {self.family} embedding")
+            if not trainable:
+                raise ValueError("a narrow front-end starts from random weights: it cannot be frozen")
+            self.module = source.narrow(narrow)
+        else:
+            self.module = copy.deepcopy(source)  # a copy: later changes to the teacher never reach the student
         self.module.requires_grad_(trainable)
         for sub in self.module.modules():
             if hasattr(sub, "_requires_grad"):  # HF wav2vec2 CNN flag (False when the teacher froze its CNN)
@@ -167,7 +180,7 @@ class InputEmbedding(nn.Module):
         longest = int(lengths.max())
         feats = feats[..., :longest]  # the teacher trims to the longest valid row too
         # windows of the position table (30 s), as the teacher encodes long clips; one window otherwise
-        window = 2 * int(self.module.embed_positions.weight.shape[0])
+        window = 2 * (self.module.max_frames or longest)
         pieces = []
         for start in range(0, longest, window):
             n = (lengths - start).clamp(0, window)  # (B,) valid mel frames in this window

@@ -123,7 +123,9 @@ class _Branch(nn.Module):
     def __init__(self, encoder: Any, cfg: dict[str, Any], num_cross: int, head: bool) -> None:
         super().__init__()
         d, k = cfg["dim"], cfg["kernel_size"]
-        self.embedding = InputEmbedding(encoder, trainable=not cfg["freeze_embedding"])
+        self.embedding = InputEmbedding(
+            encoder, trainable=not cfg["freeze_embedding"], narrow=cfg["front_end_channels"]
+        )
         block = dict(dim=d, num_heads=cfg["num_heads"], ffn_dim=cfg["ffn_dim"], dropout=cfg["dropout"])
         self.out_norm: nn.Module = nn.Identity()
         if cfg["teacher_layers"]:  # the teacher's own first layers, at its width, on its embedding (positions included)
@@ -188,6 +190,11 @@ class CMDStudent(EmotionModel):
             on the teacher's embedding at the teacher's width (``dim``, ``num_heads``, ``ffn_dim``, ``num_self``,
             the conv reducer and the sinusoidal positions then do not apply; ``config["dim"]`` records the width).
             Before any training the student computes the teacher's layer-``K`` states.
+        front_end_channels: ``0`` (the paper): copy the teacher's input embedding. ``C > 0`` (Whisper teachers):
+            a narrow two-conv front-end of ``C`` channels with the teacher's frame geometry, trained from random
+            weights (in Stage 1 it is distilled with the rest), instead of the copied one; the copied tiny.en
+            front-end is about half of the student's batch-1 CPU time. Needs ``freeze_embedding=False`` and
+            ``teacher_layers=0``.
         pooling: What F reads: ``mean`` over valid steps (the paper, §2.7) or ``mean_std`` (mean and standard
             deviation concatenated, ``2 d``; F's first layer is then ``2 d -> d``).
         teacher_weights: ``"auto"`` (the encoders' resolution order) or ``"random"`` (named architectures,
@@ -220,6 +227,7 @@ class CMDStudent(EmotionModel):
         with_head: bool = True,
         freeze_embedding: bool = False,
         teacher_layers: int = 0,
+        front_end_channels: int = 0,
         pooling: str = "mean",
         teacher_weights: str = "auto",
         allow_random: bool = True,
@@ -241,6 +249,12 @@ class CMDStudent(EmotionModel):
             raise ValueError(f"pooling must be one of {list(_POOLINGS)}, got {pooling!r}")
         if teacher_layers < 0:
             raise ValueError(f"teacher_layers must be >= 0, got {teacher_layers}")
+        if front_end_channels < 0:
+            raise ValueError(f"front_end_channels must be >= 0, got {front_end_channels}")
+        if front_end_channels and teacher_layers:
+            raise ValueError(
+                "front_end_channels needs teacher_layers=0: copied teacher layers read the teacher's width"
+            )
         self.config: dict[str, Any] = dict(
             audio_teacher=audio_teacher,
             text_teacher=text_teacher,
@@ -262,6 +276,7 @@ class CMDStudent(EmotionModel):
             with_head=with_head,
             freeze_embedding=freeze_embedding,
             teacher_layers=teacher_layers,
+            front_end_channels=front_end_channels,
             pooling=pooling,
             teacher_weights=teacher_weights,
             allow_random=allow_random,
