@@ -2,24 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
+from _scripts import load_script
 from scipy import stats
-
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "cmd_table4.py"
 
 
 def _load():
-    spec = importlib.util.spec_from_file_location("cmd_table4", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script("cmd_table4.py", "cmd_table4")
 
 
 def _row(name, values, seed=None):

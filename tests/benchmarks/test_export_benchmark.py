@@ -2,26 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
-from pathlib import Path
 
 import pytest
-
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "export.py"
+from _scripts import load_script
 
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
 
 def _load():
-    spec = importlib.util.spec_from_file_location("export_benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script("export.py", "export_benchmark")
 
 
 @pytest.mark.slow

@@ -3,24 +3,17 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
-
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "real_data.py"
+from _scripts import load_script
 
 
 def _load():
-    spec = importlib.util.spec_from_file_location("real_data", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script("real_data.py", "real_data")
 
 
 def _mini_data(root: Path) -> Path:

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
-
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "serve_load.py"
+from _scripts import load_script
 
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
@@ -17,11 +13,7 @@ pytest.importorskip("httpx")
 
 
 def _load():
-    spec = importlib.util.spec_from_file_location("serve_load", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script("serve_load.py", "serve_load")
 
 
 @pytest.mark.slow

@@ -2,23 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
-
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "student_vs_teacher.py"
+from _scripts import load_script
 
 
 def _load():
-    spec = importlib.util.spec_from_file_location("student_vs_teacher", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script("student_vs_teacher.py", "student_vs_teacher")
 
 
 @pytest.fixture(scope="module")
