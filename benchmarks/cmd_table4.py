@@ -44,6 +44,11 @@ SYSTEMS = [
         "wav2 + distill with the paper's settings (front-end trained, no augmentation)",
         "ravdess8/cmd-wav2-distill-paper",
     ),
+    (
+        "ravdess8",
+        "wav2 + distill on a narrow 64-channel front-end (model.front_end_channels: 64)",
+        "ravdess8/cmd-wav2-distill-narrow64",
+    ),
     ("ravdess8", "probe: every tiny.en layer, unpadded (ravdess-probe.yaml)", "ravdess8/probe-unpadded"),
     ("ravdess8", "probe: every tiny.en layer, 30 s (ravdess-probe.yaml)", "ravdess8/probe"),
     ("ravdess8", "LR reference: last tiny.en layer, unpadded", "ravdess8/lr-tiny-unpadded"),
@@ -56,6 +61,7 @@ SYSTEMS = [
 PAIRS = [
     ("ravdess8", "ravdess8/cmd-wav2-distill", "ravdess8/cmd-wav2"),
     ("ravdess8", "ravdess8/cmd-wav2-distill", "ravdess8/cmd-wav2-distill-paper"),
+    ("ravdess8", "ravdess8/cmd-wav2-distill-narrow64", "ravdess8/cmd-wav2-distill"),
     ("ravdess8", "ravdess8/cmd-wav2-distill", "ravdess8/probe-unpadded"),
     ("ravdess8", "ravdess8/cmd-wav2", "ravdess8/probe-unpadded"),
     ("ravdess8", "ravdess8/cmd-student-k2-probe", "ravdess8/probe-unpadded"),
