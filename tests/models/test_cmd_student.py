@@ -416,3 +416,12 @@ def test_student_with_a_narrow_front_end_is_smaller_and_rebuilds_from_its_config
         again.eval()({"audio": enc.preprocess(waves(1.0))}).probs,
         model.eval()({"audio": enc.preprocess(waves(1.0))}).probs,
     )
+
+
+@pytest.mark.skipif("tiny-whisper" not in list_encoders(), reason="whisper encoder not available")
+def test_narrow_front_end_is_the_audio_branch_only_and_always_trained():
+    model = tiny(audio_teacher="tiny-whisper", front_end_channels=8, freeze_embedding=True)
+    audio, text = model.branch("audio").embedding, model.branch("text").embedding
+    assert audio.output_dim == 8 and all(p.requires_grad for p in audio.parameters())
+    assert text.family == "text" and not any(p.requires_grad for p in text.parameters())  # copied, frozen
+    assert "narrow, 8 channels" in model.teacher_provenance["audio"]["notes"][-1]

@@ -123,9 +123,8 @@ class _Branch(nn.Module):
     def __init__(self, encoder: Any, cfg: dict[str, Any], num_cross: int, head: bool) -> None:
         super().__init__()
         d, k = cfg["dim"], cfg["kernel_size"]
-        self.embedding = InputEmbedding(
-            encoder, trainable=not cfg["freeze_embedding"], narrow=cfg["front_end_channels"]
-        )
+        narrow = cfg["front_end_channels"] if encoder.modality == "audio" else 0
+        self.embedding = InputEmbedding(encoder, trainable=bool(narrow) or not cfg["freeze_embedding"], narrow=narrow)
         block = dict(dim=d, num_heads=cfg["num_heads"], ffn_dim=cfg["ffn_dim"], dropout=cfg["dropout"])
         self.out_norm: nn.Module = nn.Identity()
         if cfg["teacher_layers"]:  # the teacher's own first layers, at its width, on its embedding (positions included)
@@ -190,11 +189,11 @@ class CMDStudent(EmotionModel):
             on the teacher's embedding at the teacher's width (``dim``, ``num_heads``, ``ffn_dim``, ``num_self``,
             the conv reducer and the sinusoidal positions then do not apply; ``config["dim"]`` records the width).
             Before any training the student computes the teacher's layer-``K`` states.
-        front_end_channels: ``0`` (the paper): copy the teacher's input embedding. ``C > 0`` (Whisper teachers):
-            a narrow two-conv front-end of ``C`` channels with the teacher's frame geometry, trained from random
-            weights (in Stage 1 it is distilled with the rest), instead of the copied one; the copied tiny.en
-            front-end is about half of the student's batch-1 CPU time. Needs ``freeze_embedding=False`` and
-            ``teacher_layers=0``.
+        front_end_channels: ``0`` (the paper): copy the teacher's input embedding. ``C > 0`` (the audio branch,
+            Whisper teachers): a narrow two-conv front-end of ``C`` channels with the teacher's frame geometry,
+            trained from random weights (Stage 1 distils it with the rest) instead of the copied one, which is about
+            half of the tiny.en student's batch-1 CPU time. It is always trained (``freeze_embedding`` freezes copied
+            embeddings only). Needs ``teacher_layers=0``.
         pooling: What F reads: ``mean`` over valid steps (the paper, §2.7) or ``mean_std`` (mean and standard
             deviation concatenated, ``2 d``; F's first layer is then ``2 d -> d``).
         teacher_weights: ``"auto"`` (the encoders' resolution order) or ``"random"`` (named architectures,
@@ -295,6 +294,9 @@ class CMDStudent(EmotionModel):
                 raise ValueError(f"{m}_teacher {names[m]!r} is a {teacher.modality} encoder")
             branches[m] = _Branch(teacher, self.config, n_cross, per_head)
             provenance[m] = teacher.provenance.to_dict()
+            if front_end_channels and m == "audio":  # only the geometry came from the teacher
+                note = f"front end: narrow, {front_end_channels} channels, trained from random weights (none copied)"
+                provenance[m]["notes"] = [*provenance[m].get("notes", []), note]
             del teacher
         #: Where each copied embedding's weights came from (the teachers' provenance).
         self.teacher_provenance: dict[str, dict[str, Any]] = provenance
