@@ -52,7 +52,7 @@ import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -191,7 +191,8 @@ class WhisperInputEmbedding(nn.Module):
         assert isinstance(c1, nn.Conv1d) and isinstance(c2, nn.Conv1d)
 
         def like(conv: nn.Conv1d, cin: int) -> nn.Conv1d:
-            return nn.Conv1d(cin, channels, conv.kernel_size, conv.stride, conv.padding, bias=conv.bias is not None)
+            k, s, pad = int(conv.kernel_size[0]), int(conv.stride[0]), cast(tuple[int], conv.padding)[0]
+            return nn.Conv1d(cin, channels, k, s, pad, bias=conv.bias is not None)
 
         return WhisperInputEmbedding(like(c1, c1.in_channels), like(c2, channels), None)
 

@@ -32,7 +32,7 @@ import threading
 import zipfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import lightning as L
 import numpy as np
@@ -90,7 +90,7 @@ def rng_state() -> dict[str, Any]:
 
     Plain lists and tensors only, so a checkpoint holding them loads with ``torch.load(weights_only=True)``.
     """
-    np_state = np.random.get_state()
+    np_state = cast(tuple[Any, ...], np.random.get_state())
     py_state = random.getstate()
     return {
         "python": [py_state[0], list(py_state[1]), py_state[2]],
@@ -207,8 +207,9 @@ class SafetensorsCheckpoint(Checkpoint):
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """A checkpoint written mid-epoch: the data module skips the batches that epoch already trained on."""
-        if self._position is not None and hasattr(trainer.datamodule, "resume_at"):
-            trainer.datamodule.resume_at(*self._position)
+        resume_at = getattr(getattr(trainer, "datamodule", None), "resume_at", None)
+        if self._position is not None and resume_at is not None:
+            resume_at(*self._position)
         self._position = None
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, idx: int) -> None:
@@ -231,7 +232,8 @@ class SafetensorsCheckpoint(Checkpoint):
         stop = trainer.strategy.reduce_boolean_decision(self._stop, all=False)  # every rank stops at the same step
         due = bool(self.every_n_steps) and trainer.global_step % int(self.every_n_steps or 1) == 0
         if (stop or due) and self.save_ckpt:
-            self._position = (trainer.current_epoch, trainer.fit_loop.epoch_loop.batch_progress.current.processed)
+            progress = cast(Any, trainer.fit_loop.epoch_loop.batch_progress.current)
+            self._position = (trainer.current_epoch, int(progress.processed))
             self._save_ckpt(trainer)
             self._position = None
             self.saved_at_step = trainer.global_step if stop else None

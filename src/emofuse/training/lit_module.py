@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import lightning as L
 import torch
@@ -117,7 +117,8 @@ def parameter_groups(task: nn.Module, optim: OptimConfig) -> list[nn.Parameter] 
     if optim.encoder_lr is None and optim.layer_decay == 1.0:
         return params
     model = getattr(task, "model", task)
-    declared = model.encoder_layer_ids() if hasattr(model, "encoder_layer_ids") else {}
+    layer_ids = getattr(model, "encoder_layer_ids", None)
+    declared: dict[str, int] = layer_ids() if callable(layer_ids) else {}
     if not declared:
         raise ValueError(
             f"optim.encoder_lr / optim.layer_decay are set, but model {type(model).__name__} declares no encoder "
@@ -139,7 +140,7 @@ def build_optimizer(
     params: Iterable[nn.Parameter] | Iterable[dict[str, Any]], optim: OptimConfig
 ) -> torch.optim.Optimizer:
     """Adam, AdamW, SGD or L-BFGS from an :class:`~emofuse.config.OptimConfig` (over parameters or groups)."""
-    params = list(params)
+    params = cast(list[Any], list(params))
     if not params:
         raise ValueError("the task has no trainable parameters")
     if optim.name == "adam":

@@ -272,14 +272,14 @@ class _Run:
         if not test:
             raise ValueError(f"fold {self.fold.name!r} has no test utterances")
         metrics: dict[str, Any] = {}
-        last = get_task(stages[-1].task, stages[-1].name)
-        if last.target == "none":  # a distillation-only experiment has nothing to classify
+        spec = get_task(stages[-1].task, stages[-1].name)
+        if spec.target == "none":  # a distillation-only experiment has nothing to classify
             warnings.warn("the last stage distils: no test predictions or metrics", stacklevel=2)
         else:
             dataset = exp.components.dataset(cfg, stages[-1], model, test, exp.classes, "test")
             accel = cfg.trainer.accelerator
             device = "cuda" if accel in ("gpu", "cuda", "auto") and torch.cuda.is_available() else "cpu"
-            if last.target == "regression":  # PCC / CCC / MAE + UAR / WAR of the binarised scores
+            if spec.target == "regression":  # PCC / CCC / MAE + UAR / WAR of the binarised scores
                 values = predict_values(model, dataset, cfg.data, cfg.eval.batch_size, device)
                 opts = stages[-1].task_options
                 train = [exp.by_id[i] for i in self.fold.train]
@@ -348,7 +348,10 @@ class _Experiment:
         self.by_id = {r.id: r for r in self.records}
         self.folds = [
             dataclasses.replace(
-                f, **{s: [i for i in getattr(f, s) if i not in unusable] for s in ("train", "val", "test")}
+                f,
+                train=[i for i in f.train if i not in unusable],
+                val=[i for i in f.val if i not in unusable],
+                test=[i for i in f.test if i not in unusable],
             )
             for f in self.folds
         ]

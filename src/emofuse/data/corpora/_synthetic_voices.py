@@ -7,6 +7,7 @@ The tables :mod:`emofuse.data.corpora.synthetic` draws utterances from (re-expor
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -78,7 +79,7 @@ AFFECT: dict[str, tuple[float, float]] = {
 _AROUSAL_CUES = ("rate", "volume", "range")  # prosody parameters that rise with arousal
 
 
-def vocal_arousal(prosody: dict[str, float]) -> float:
+def vocal_arousal(prosody: Mapping[str, float]) -> float:
     """Arousal of a rendered voice: the mean of its rate, volume and pitch range, each scaled to [-1, 1].
 
     Each cue is mapped linearly from its span in :data:`PROSODY` (rate 110-210, volume 70-200, range 20-80)
