@@ -367,7 +367,7 @@ def time_worker(setting_name: str, clips: Path, threads: int, batch_size: int, r
     student, encoders = pair.student, pair.encoders
     build_s = time.perf_counter() - t0
     roles = ("teacher", "student")
-    timed = (*roles, "embedding")  # the student's copied input embedding alone, on the same preprocessed input
+    timed = (*roles, "embedding")  # the student's input embedding alone, on the same preprocessed input
     lat = {r: np.full((rounds, n), np.inf) for r in timed}
     pre = {r: np.full((rounds, n), np.inf) for r in timed}
     bat = {r: np.full((rounds, len(_batches(n, batch_size))), np.inf) for r in roles}
@@ -656,28 +656,28 @@ def render_table(results: dict[str, Any], stderr: bool = False) -> None:
 
 
 def embedding_note(name: str, shares: dict[str, float]) -> str:
-    """One paragraph: where the student's batch-1 time goes, and whether the copied input embedding dominates."""
+    """One paragraph: where the student's batch-1 time goes, and whether its input embedding dominates."""
     emb, fwd = shares["embedding_share"], shares["embedding_share_of_forward"]
     line = (
         f"[{name}] student batch-1 time (median): preprocessing {shares['preprocess_ms']:.1f} ms "
-        f"({100 * shares['preprocess_share']:.0f} %), copied input embedding {shares['embedding_ms']:.1f} ms "
+        f"({100 * shares['preprocess_share']:.0f} %), input embedding {shares['embedding_ms']:.1f} ms "
         f"({100 * emb:.0f} % of the total, {100 * fwd:.0f} % of the forward pass), "
         f"forward {shares['forward_ms']:.1f} ms"
     )
     if fwd >= 0.5:
         line += (
-            ". The copied embedding dominates the forward pass: it runs at the teacher's width (Whisper tiny.en: "
+            ". The embedding dominates the forward pass: a copied one runs at the teacher's width (Whisper tiny.en: "
             "two 384-channel convolutions over 100 mel frames/s) before the student's conv reduces it to its own "
-            "width. To cut it: distil a narrower front-end (e.g. a strided conv straight from the log-mel to the "
-            "student's width, trained in stage 1 against the teacher's states) instead of copying the teacher's; "
-            "'latency_without_embedding' in the ratios is the bound that removing it entirely would give"
+            "width. To cut it, train the student on a narrow front-end instead (model.front_end_channels: 64, "
+            "distilled in stage 1 with the rest); 'latency_without_embedding' in the ratios is the bound that "
+            "removing it entirely would give"
         )
     elif shares["preprocess_share"] >= 0.5:
         line += ". Preprocessing (the log-mel / tokenizer, shared with the teacher path) dominates, not the embedding"
     else:
         rest = max(shares["forward_ms"] - shares["embedding_ms"], 0.0)
         line += (
-            f". The copied embedding does not dominate: the student's own layers take {rest:.1f} ms, mostly per-"
+            f". The embedding does not dominate: the student's own layers take {rest:.1f} ms, mostly per-"
             "operator overhead at batch 1 (its blocks are 32 wide), which an exported or compiled graph cuts"
         )
     return line
