@@ -221,11 +221,12 @@ def _cmd_rows(tiny: bool) -> list[Row]:
             overrides=("seeds=[0]", "model.freeze_embedding=false", "model.dropout=0.1", "data.augment=null"),
             note="the audio student with the paper's settings (front-end trained, dropout 0.1, no augmentation)")
     )  # fmt: skip
-    rows.append(
-        Row("ravdess8/cmd-wav2-distill-narrow64-s0", "recipe", config="configs/evidence/ravdess-wav-distill.yaml",
-            overrides=("seeds=[0]", "model.front_end_channels=64", "model.freeze_embedding=false"),
-            note="the audio student on a narrow 64-channel front-end trained from scratch instead of the copied one")
-    )  # fmt: skip
+    rows += [
+        Row(f"ravdess8/cmd-wav2-distill-narrow64-s{k}", "recipe", config="configs/evidence/ravdess-wav-distill.yaml",
+            overrides=(f"seeds=[{k}]", "model.front_end_channels=64", "model.freeze_embedding=false"),
+            note=f"the audio student on a narrow 64-channel front-end trained from scratch, seed {k}")
+        for k in SEEDS
+    ]  # fmt: skip
     rows.append(
         Row("ravdess8/cmd-student-k2-probe", "recipe", config="configs/evidence/ravdess-probe.yaml",
             overrides=("encoders.audio_options={num_layers: 2, output: layer_stats}", "model.num_layers=3"),
