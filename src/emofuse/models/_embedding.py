@@ -84,6 +84,7 @@ class InputEmbedding(nn.Module):
 
     Attributes:
         family: ``text``, ``wav2vec2`` or ``whisper``.
+        narrow: Channels of a narrow front-end, ``0`` for a copied embedding.
         output_dim: Size ``D`` of the embedding (the teacher's width, e.g. 768), read from the module.
         teacher: Registered name of the encoder it was copied from.
 
@@ -103,6 +104,7 @@ class InputEmbedding(nn.Module):
         super().__init__()
         source = encoder.input_embedding()
         self.family = embedding_family(source)
+        self.narrow = narrow
         if narrow:
             if self.family != "whisper":
                 raise ValueError(f"narrow front-ends exist for Whisper teachers only, not a {self.family} embedding")

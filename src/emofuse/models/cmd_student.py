@@ -294,7 +294,7 @@ class CMDStudent(EmotionModel):
                 raise ValueError(f"{m}_teacher {names[m]!r} is a {teacher.modality} encoder")
             branches[m] = _Branch(teacher, self.config, n_cross, per_head)
             provenance[m] = teacher.provenance.to_dict()
-            if front_end_channels and m == "audio":  # only the geometry came from the teacher
+            if branches[m].embedding.narrow:  # only the geometry came from the teacher
                 note = f"front end: narrow, {front_end_channels} channels, trained from random weights (none copied)"
                 provenance[m]["notes"] = [*provenance[m].get("notes", []), note]
             del teacher
